@@ -1,0 +1,141 @@
+"""Configuration of the hub, read from ``HUB_…`` environment variables.
+
+Every base URL, credential and tuning knob comes from here, never from code. A config file in
+dotenv format (``KEY=value`` lines) may set the same variables: ``HUB_CONFIG`` names it, otherwise
+``hub.env`` in the working directory is read when present. Variables already set in the
+environment win over the file, so an operator can always override one value for one run.
+
+Secrets are wrapped in :class:`Secret`, whose ``repr`` and ``str`` never show the value: a
+settings object can be logged or printed without leaking credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+from dotenv import dotenv_values
+
+
+class Secret:
+    """A credential that prints as ``***``; call :meth:`reveal` where the value is needed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _env(environ: Mapping[str, str], name: str, default: str = "") -> str:
+    return environ.get(name, default).strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The hub's settings. Build with :meth:`from_env`; field docs name the variable."""
+
+    home: Path = Path(".hub")  # HUB_HOME: state directory (lake, Dagster storage, sandbox runtime)
+    province: str = "31"  # HUB_PROVINCE: 2-digit province code (MaTinh)
+    agency_code: str = ""  # HUB_AGENCY_CODE: requesting agency (MaDVC / maDonVi)
+    officer_id: str = ""  # HUB_OFFICER_ID: officer's 12-digit personal ID (MaCanBo)
+
+    population_url: str = ""  # HUB_POPULATION_URL: {base} of the population database
+    population_user: str = ""  # HUB_POPULATION_USER
+    population_password: Secret = field(default_factory=lambda: Secret(""))  # HUB_POPULATION_PASSWORD
+
+    civil_url: str = ""  # HUB_CIVIL_URL
+    civil_client_id: str = ""  # HUB_CIVIL_CLIENT_ID
+    civil_client_secret: Secret = field(default_factory=lambda: Secret(""))  # HUB_CIVIL_CLIENT_SECRET
+
+    business_url: str = ""  # HUB_BUSINESS_URL
+    business_client_id: str = ""  # HUB_BUSINESS_CLIENT_ID
+    business_client_secret: Secret = field(default_factory=lambda: Secret(""))  # HUB_BUSINESS_CLIENT_SECRET
+    business_variant: str = "A"  # HUB_BUSINESS_VARIANT: A or B
+
+    vdxp_url: str = ""  # HUB_VDXP_URL
+    vdxp_system_id: str = ""  # HUB_VDXP_SYSTEM_ID
+    vdxp_secret: Secret = field(default_factory=lambda: Secret(""))  # HUB_VDXP_SECRET
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read settings from ``environ`` (default: the process environment plus the config file)."""
+        env = dict(load_config_file(os.environ)) if environ is None else {}
+        env.update(os.environ if environ is None else environ)
+        secret = lambda name: Secret(_env(env, name))  # noqa: E731 - tiny local helper
+        settings = cls(
+            home=Path(_env(env, "HUB_HOME", ".hub")),
+            province=_env(env, "HUB_PROVINCE", "31"),
+            agency_code=_env(env, "HUB_AGENCY_CODE"),
+            officer_id=_env(env, "HUB_OFFICER_ID"),
+            population_url=_env(env, "HUB_POPULATION_URL").rstrip("/"),
+            population_user=_env(env, "HUB_POPULATION_USER"),
+            population_password=secret("HUB_POPULATION_PASSWORD"),
+            civil_url=_env(env, "HUB_CIVIL_URL").rstrip("/"),
+            civil_client_id=_env(env, "HUB_CIVIL_CLIENT_ID"),
+            civil_client_secret=secret("HUB_CIVIL_CLIENT_SECRET"),
+            business_url=_env(env, "HUB_BUSINESS_URL").rstrip("/"),
+            business_client_id=_env(env, "HUB_BUSINESS_CLIENT_ID"),
+            business_client_secret=secret("HUB_BUSINESS_CLIENT_SECRET"),
+            business_variant=_env(env, "HUB_BUSINESS_VARIANT", "A").upper(),
+            vdxp_url=_env(env, "HUB_VDXP_URL").rstrip("/"),
+            vdxp_system_id=_env(env, "HUB_VDXP_SYSTEM_ID"),
+            vdxp_secret=secret("HUB_VDXP_SECRET"),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject malformed values early, naming the variable, instead of failing mid-sync."""
+        if not (len(self.province) == 2 and self.province.isdigit()):
+            raise ConfigError(f"HUB_PROVINCE must be a 2-digit province code, got {self.province!r}")
+        if self.officer_id and not (len(self.officer_id) == 12 and self.officer_id.isdigit()):
+            raise ConfigError("HUB_OFFICER_ID must be a 12-digit personal ID number")
+        if self.business_variant not in ("A", "B"):
+            raise ConfigError(f"HUB_BUSINESS_VARIANT must be A or B, got {self.business_variant!r}")
+        for name in ("population_url", "civil_url", "business_url", "vdxp_url"):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"HUB_{name.upper()} must be an http(s) URL, got {url!r}")
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(variable, shown value) pairs for ``hub config``; secrets are shown as set/unset only."""
+        rows = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown = ("(set)" if value else "(unset)") if isinstance(value, Secret) else str(value)
+            rows.append((f"HUB_{f.name.upper()}", shown))
+        return rows
+
+
+def load_config_file(environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables from the config file named by ``HUB_CONFIG`` (or ``./hub.env``), if any."""
+    named = environ.get("HUB_CONFIG")
+    path = Path(named) if named else Path("hub.env")
+    if not path.exists():
+        if named:
+            raise ConfigError(f"HUB_CONFIG names {path}, which does not exist")
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
