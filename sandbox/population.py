@@ -99,9 +99,9 @@ class PopulationRegistry:
             truth.anomaly_many(SYSTEM, DATASET, [keys[idx[j]] for j in keep], "HoVaTen", anomaly,
                                [true[j] for j in keep], [served[j] for j in keep])
         idx = np.flatnonzero(self.addr_2025)
+        homes = [self.home(int(i)) for i in idx]
         truth.anomaly_many(SYSTEM, DATASET, [keys[i] for i in idx], "ThuongTru", "address_2025_codes",
-                           [r.unit(int(r.residence[i])).ward_code for i in idx],
-                           [self._unit_2025_code(int(r.residence[i])) for i in idx])
+                           [r.unit(h).ward_code for h in homes], [self._unit_2025_code(h) for h in homes])
         idx = np.flatnonzero(stale_death)
         truth.anomaly_many(SYSTEM, DATASET, [keys[i] for i in idx], "TrangThai", "death_not_in_population",
                            ["1"] * len(idx), ["0"] * len(idx))
@@ -112,6 +112,11 @@ class PopulationRegistry:
         truth.anomaly_many(SYSTEM, DATASET, [keys[i] for i in idx], "ThuongTru", "moved_out",
                            [r.unit(int(r.residence[i])).province_code for i in idx],
                            [r.other_units[int(r.moved_to[i])].province_code for i in idx])
+
+    def home(self, pid: int) -> int:
+        """Unit index of the permanent residence now (a mover's new one, in another province)."""
+        moved_to = int(self.r.moved_to[pid])
+        return -1 - moved_to if moved_to >= 0 else int(self.r.residence[pid])
 
     def _unit_2025_code(self, index: int) -> str:
         new = self.r.unit_2025(self.r.unit(index))
@@ -239,10 +244,7 @@ class PopulationRegistry:
             modern = bool(self.addr_2025[pid])
             head = int(r.household[pid])
             status = int(self.status[pid])
-            if r.moved_to[pid] >= 0:
-                home = self._address(-1 - int(r.moved_to[pid]), modern, int(r.house_number[pid]))
-            else:
-                home = self._address(int(r.residence[pid]), modern, int(r.house_number[pid]))
+            home = self._address(self.home(pid), modern, int(r.house_number[pid]))
             age_days = (r.as_of - int(r.birth[pid])) // 86_400
             guardian = int(r.father[pid]) if age_days < 14 * 365 else -1
             relation = "CH01" if head == pid else ("CH02" if int(r.spouse[pid]) == head else "CH03")

@@ -45,11 +45,11 @@ def compact_column(epochs: np.ndarray) -> list[str]:
 
 def day_column(epochs: np.ndarray) -> list[str]:
     """yyyyMMdd for a column of epoch seconds."""
-    iso = np.datetime_as_string((np.asarray(epochs, np.int64) + _OFFSET).astype("datetime64[D]"))
+    iso = np.datetime_as_string((np.asarray(epochs, np.int64) + _OFFSET).astype("datetime64[s]").astype("datetime64[D]"))
     return [s[0:4] + s[5:7] + s[8:10] for s in iso.tolist()]
 
 
 def vn_day_column(epochs: np.ndarray) -> list[str]:
     """dd/MM/yyyy for a column of epoch seconds."""
-    iso = np.datetime_as_string((np.asarray(epochs, np.int64) + _OFFSET).astype("datetime64[D]"))
+    iso = np.datetime_as_string((np.asarray(epochs, np.int64) + _OFFSET).astype("datetime64[s]").astype("datetime64[D]"))
     return [f"{s[8:10]}/{s[5:7]}/{s[0:4]}" for s in iso.tolist()]

@@ -1,0 +1,162 @@
+"""The ``hub`` command line.
+
+``hub sandbox serve`` runs the national-systems sandbox; ``hub sandbox env`` prints the variables
+that point the hub at it; ``hub sandbox truth`` writes the ground truth of a generated province;
+``hub config`` shows the effective configuration (secrets masked); ``hub demo`` is the main job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hub.config import ConfigError, Settings
+
+app = typer.Typer(help="LGSP Hub: a provincial data-integration hub.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+sandbox_app = typer.Typer(help="The national-systems sandbox (population, civil status, business, document axis).",
+                          no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _runtime_file(settings: Settings) -> Path:
+    return settings.home / "sandbox" / "runtime.json"
+
+
+def _sandbox_config(residents: int, seed: int, faults: Optional[Path], rate_limit: float, token_lifetime: float,
+                    as_of: Optional[str]):
+    from sandbox.app import SandboxConfig
+    from sandbox.faults import FaultConfigError, FaultPlan
+    from sandbox.province import DEFAULT_AS_OF
+    from schemas.timefmt import VN_TZ
+
+    try:
+        plan = FaultPlan.load(faults) if faults else FaultPlan(seed=seed)
+    except FaultConfigError as exc:
+        typer.echo(f"fault file error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    moment = DEFAULT_AS_OF
+    if as_of:
+        try:
+            moment = datetime.strptime(as_of, "%Y-%m-%d").replace(tzinfo=VN_TZ)
+        except ValueError:
+            typer.echo(f"--as-of must be a date YYYY-MM-DD, got {as_of!r}", err=True)
+            raise typer.Exit(2) from None
+    return SandboxConfig(residents=residents, seed=seed, faults=plan, rate_limit=rate_limit,
+                         token_lifetime_s=token_lifetime, as_of=moment)
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    residents: int = typer.Option(10_000, min=1_000, max=1_000_000, help="Residents of the synthetic province."),
+    seed: int = typer.Option(0, help="Seed of the generated data (and of the faults unless the fault file sets one)."),
+    faults: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML file of fault rates."),
+    port: int = typer.Option(8700, min=0, max=65535, help="Loopback port (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; loopback only by default."),
+    rate_limit: float = typer.Option(50.0, help="Requests per second per client, each system."),
+    token_lifetime: float = typer.Option(300.0, help="Lifetime of OAuth2 tokens, seconds."),
+    as_of: Optional[str] = typer.Option(None, help="End of generated history, YYYY-MM-DD (default 2026-11-01)."),
+    truth: Optional[Path] = typer.Option(None, file_okay=False, help="Write the ground truth here (Parquet)."),
+) -> None:
+    """Serve the four national systems over HTTP and print their base URLs and credentials."""
+    from sandbox.app import Sandbox, write_runtime_file
+    from sandbox.server import bind, server_for
+
+    settings = _settings()
+    config = _sandbox_config(residents, seed, faults, rate_limit, token_lifetime, as_of)
+    typer.echo(f"generating a province of {residents:,} residents (seed {seed}) ...", err=True)
+    sandbox = Sandbox(config)
+    truth_dir = truth or settings.home / "sandbox" / "truth"
+    sandbox.truth.write(truth_dir)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        typer.echo(f"cannot listen on {host}:{port}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    shown_host = f"[{host}]" if ":" in host else host
+    base_url = f"http://{shown_host}:{sock.getsockname()[1]}"
+    environment = sandbox.environment(base_url)
+    runtime_file = _runtime_file(settings)
+    write_runtime_file(runtime_file, environment, os.getpid())
+    typer.echo(f"ground truth: {truth_dir}", err=True)
+    for system in ("population", "civil", "business", "vdxp"):
+        keys = [k for k in environment if k.startswith(f"HUB_{system.upper()}_")]
+        typer.echo(f"{system:<11} " + "  ".join(f"{k.split('_', 2)[2].lower()}={environment[k]}" for k in keys))
+    typer.echo(f"agency={environment['HUB_AGENCY_CODE']}  officer={environment['HUB_OFFICER_ID']}  "
+               f"province={environment['HUB_PROVINCE']}")
+    typer.echo(f'point the hub at it with:  eval "$(hub sandbox env)"   (written to {runtime_file})')
+    server = server_for(sandbox.app(), log_level="warning")
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        runtime_file.unlink(missing_ok=True)
+
+
+@sandbox_app.command("env")
+def sandbox_env() -> None:
+    """Print ``export HUB_…=…`` lines for the running sandbox (use with ``eval``)."""
+    from sandbox.app import read_runtime_file
+
+    settings = _settings()
+    try:
+        environment = read_runtime_file(_runtime_file(settings))
+    except FileNotFoundError as exc:
+        detail = str(exc) if "no longer running" in str(exc) else "no sandbox is running"
+        typer.echo(f"{detail}; start one with `hub sandbox serve`", err=True)
+        raise typer.Exit(1) from None
+    for key, value in environment.items():
+        typer.echo(f"export {key}={_shell_quote(value)}")
+
+
+@sandbox_app.command("truth")
+def sandbox_truth(
+    out: Path = typer.Option(..., file_okay=False, help="Directory for the Parquet tables."),
+    residents: int = typer.Option(10_000, min=1_000, max=1_000_000),
+    seed: int = typer.Option(0),
+    faults: Optional[Path] = typer.Option(None, exists=True, dir_okay=False),
+) -> None:
+    """Generate a province and write its ground truth without serving it."""
+    from sandbox.app import Sandbox
+
+    sandbox = Sandbox(_sandbox_config(residents, seed, faults, 50.0, 300.0, None))
+    for path in sandbox.truth.write(out):
+        typer.echo(str(path))
+
+
+@app.command("config")
+def show_config() -> None:
+    """Show the effective configuration; secrets appear only as set or unset."""
+    for name, value in _settings().describe():
+        typer.echo(f"{name}={value}")
+
+
+def _shell_quote(value: str) -> str:
+    safe = all(ch.isalnum() or ch in "-_./:@%+=," for ch in value)
+    return value if safe and value else "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+@app.command("demo")
+def demo(
+    residents: int = typer.Option(10_000, min=1_000, max=1_000_000),
+    seed: int = typer.Option(0),
+    port: int = typer.Option(8700, min=0, max=65535),
+    once: bool = typer.Option(False, help="Exit after the tour instead of serving until Ctrl-C."),
+) -> None:
+    """The main job: start the sandbox national systems and show each one answering."""
+    from hub.demo import run_demo
+
+    run_demo(_settings().home, residents, seed, port, once, typer.echo)
