@@ -17,6 +17,7 @@ import binascii
 import threading
 import time
 from bisect import bisect_right
+from functools import lru_cache
 
 import numpy as np
 
@@ -192,18 +193,17 @@ class PopulationRegistry:
         return None if self.touched[pid] else pid
 
     # -- rendering ----------------------------------------------------------------------------
-    def served_name(self, pid: int) -> tuple[str, str, str]:
-        parts = self.r.name_parts(pid)
+    def served_name(self, pid: int, parts: tuple[str, str, str] | None = None) -> tuple[str, str, str]:
+        """The name as this registry serves it (``parts``: the true parts, if already at hand)."""
+        parts = parts or self.r.name_parts(pid)
         flags = int(self.name_flags[pid])
-        if flags & OLD_TONE:
-            parts = tuple(names.old_tone_placement(p) for p in parts)
-        if flags & UPPER:
-            parts = tuple(p.upper() for p in parts)
+        if not flags:
+            return parts
+        shown = tuple(_variant(p, flags) for p in parts)
         if flags & ALL_IN_TEN:
-            parts = ("", "", names.full_name(*parts))
-        if flags & NFD:
-            parts = tuple(names.to_nfd(p) for p in parts)
-        return parts  # type: ignore[return-value]
+            joined = " ".join(p for p in shown if p)
+            return ("", "", names.to_nfd(joined) if flags & NFD else joined)
+        return shown  # type: ignore[return-value]
 
     def _address(self, index: int, modern: bool, house: int | None) -> str:
         key = (index, modern)
@@ -221,60 +221,94 @@ class PopulationRegistry:
         head, place, tail = cached
         return f"{head}Số {house}, {place}{tail}" if house is not None else f"{head}{place}{tail}"
 
-    def _relative(self, pid: int, upper: bool) -> str:
-        if pid < 0:
-            return "<ns1:HoVaTen/><ns1:QuocTich/><ns1:SoDinhDanh/><ns1:SoCMND/>"
-        name = self.r.full_name(pid)
-        return (f"<ns1:HoVaTen>{name.upper() if upper else name}</ns1:HoVaTen><ns1:QuocTich>VN</ns1:QuocTich>"
-                f"<ns1:SoDinhDanh>{self.r.id_text(pid)}</ns1:SoDinhDanh><ns1:SoCMND>{self.r.cmnd_text(pid)}</ns1:SoCMND>")
+    def render(self, pids: list[int]) -> list[str]:
+        """``ns1:CongDan`` elements for ``pids`` (the caller wraps them in a collection).
 
-    def render(self, pids: list[int]) -> str:
-        """``ns1:CongDan`` elements for ``pids`` (the caller wraps them in a collection)."""
+        Columns are gathered for the whole page first, so the per-record loop only formats strings.
+        """
         if not pids:
-            return ""
+            return []
         r = self.r
         idx = np.asarray(pids, np.int64)
+        k = len(idx)
+        father, mother, head = r.father[idx], r.mother[idx], r.household[idx]
+        spouse = np.where(self.marital[idx] == 2, r.spouse[idx], -1)
+        guardian = np.where(r.as_of - r.birth[idx] < 14 * 365 * 86_400, father, -1)
+        people = np.concatenate([idx, father, mother, spouse, guardian, head])
+        relatives, ids, cards = self._relatives(people)
+        head_names = r.full_names(head)
         births = timefmt.day_column(r.birth[idx])
         updated = timefmt.compact_column(np.array([self.updated(p) for p in pids], np.int64))
         died = timefmt.day_column(np.maximum(r.died[idx], 0))
+        homes = np.where(r.moved_to[idx] >= 0, -1 - r.moved_to[idx], r.residence[idx]).tolist()
+        family, middle, given = names.FAMILY, names.MIDDLE, names.GIVEN
+        true_parts = [(family[f], middle[g - 1][m], given[g - 1][n]) for f, m, n, g in zip(
+            r.family[idx].tolist(), r.middle[idx].tolist(), r.given[idx].tolist(), r.gender[idx].tolist())]
+        flags = self.name_flags[idx].tolist()
+        columns = zip(range(k), pids, r.gender[idx].tolist(), r.ethnic[idx].tolist(), r.religion[idx].tolist(),
+                      r.blood[idx].tolist(), self.marital[idx].tolist(), self.status[idx].tolist(),
+                      self.addr_2025[idx].tolist(), homes, r.house_number[idx].tolist(),
+                      r.birth_place[idx].tolist(), r.hometown[idx].tolist(), head.tolist(), r.spouse[idx].tolist())
         out = []
-        for j, pid in enumerate(pids):
-            ho, chu_dem, ten = self.served_name(pid)
-            upper = bool(self.name_flags[pid] & UPPER)
-            modern = bool(self.addr_2025[pid])
-            head = int(r.household[pid])
-            status = int(self.status[pid])
-            home = self._address(self.home(pid), modern, int(r.house_number[pid]))
-            age_days = (r.as_of - int(r.birth[pid])) // 86_400
-            guardian = int(r.father[pid]) if age_days < 14 * 365 else -1
-            relation = "CH01" if head == pid else ("CH02" if int(r.spouse[pid]) == head else "CH03")
+        for (j, pid, gender, ethnic, religion, blood, marital, status, modern, home, house, birth_place, hometown,
+             head_pid, spouse_pid) in columns:
+            ho, chu_dem, ten = self.served_name(pid, true_parts[j]) if flags[j] else true_parts[j]
+            residence = self._address(home, modern, house)
+            relation = "CH01" if head_pid == pid else ("CH02" if spouse_pid == head_pid else "CH03")
             out.append(
-                f"<ns1:CongDan><ns1:SoDinhDanh>{r.id_text(pid)}</ns1:SoDinhDanh>"
-                f"<ns1:SoCMND>{r.cmnd_text(pid)}</ns1:SoCMND>"
+                f"<ns1:CongDan><ns1:SoDinhDanh>{ids[j]}</ns1:SoDinhDanh>"
+                f"<ns1:SoCMND>{cards[j]}</ns1:SoCMND>"
                 f"<ns1:HoVaTen><ns1:Ho>{ho}</ns1:Ho><ns1:ChuDem>{chu_dem}</ns1:ChuDem><ns1:Ten>{ten}</ns1:Ten></ns1:HoVaTen>"
-                f"<ns1:GioiTinh>{int(r.gender[pid])}</ns1:GioiTinh>"
-                f"<ns1:DanToc>{ETHNIC[r.ethnic[pid]][0]}</ns1:DanToc><ns1:TonGiao>{RELIGION[r.religion[pid]][0]}</ns1:TonGiao>"
-                f"<ns1:TinhTrangHonNhan>{int(self.marital[pid])}</ns1:TinhTrangHonNhan>"
-                f"<ns1:NhomMau>{BLOOD[r.blood[pid]][0]}</ns1:NhomMau>"
+                f"<ns1:GioiTinh>{gender}</ns1:GioiTinh>"
+                f"<ns1:DanToc>{ETHNIC[ethnic][0]}</ns1:DanToc><ns1:TonGiao>{RELIGION[religion][0]}</ns1:TonGiao>"
+                f"<ns1:TinhTrangHonNhan>{marital}</ns1:TinhTrangHonNhan><ns1:NhomMau>{BLOOD[blood][0]}</ns1:NhomMau>"
                 f"<ns1:NgayThangNamSinh><ns1:Nam>{births[j][:4]}</ns1:Nam><ns1:NgayThangNam>{births[j]}</ns1:NgayThangNam></ns1:NgayThangNamSinh>"
-                f"<ns1:NoiDangKyKhaiSinh>{self._address(int(r.birth_place[pid]), modern, None)}</ns1:NoiDangKyKhaiSinh>"
+                f"<ns1:NoiDangKyKhaiSinh>{self._address(birth_place, modern, None)}</ns1:NoiDangKyKhaiSinh>"
                 f"<ns1:QuocTich>VN</ns1:QuocTich>"
-                f"<ns1:QueQuan>{self._address(int(r.hometown[pid]), modern, None)}</ns1:QueQuan>"
-                f"<ns1:ThuongTru>{home}</ns1:ThuongTru><ns1:NoiOHienTai>{home}</ns1:NoiOHienTai>"
-                f"<ns1:Cha>{self._relative(int(r.father[pid]), upper)}</ns1:Cha>"
-                f"<ns1:Me>{self._relative(int(r.mother[pid]), upper)}</ns1:Me>"
-                f"<ns1:VoChong>{self._relative(int(r.spouse[pid]) if self.marital[pid] == 2 else -1, upper)}</ns1:VoChong>"
-                f"<ns1:NguoiDaiDien>{self._relative(guardian, upper)}</ns1:NguoiDaiDien>"
-                f"<ns1:ChuHo><ns1:QuanHe>{relation}</ns1:QuanHe><ns1:SoDinhDanh>{r.id_text(head)}</ns1:SoDinhDanh>"
-                f"<ns1:SoCMND>{r.cmnd_text(head)}</ns1:SoCMND><ns1:HoVaTen>{r.full_name(head)}</ns1:HoVaTen></ns1:ChuHo>"
-                f"<ns1:SoSoHoKhau>HP{head:09d}</ns1:SoSoHoKhau><ns1:NgayCapNhat>{updated[j]}</ns1:NgayCapNhat>"
+                f"<ns1:QueQuan>{self._address(hometown, modern, None)}</ns1:QueQuan>"
+                f"<ns1:ThuongTru>{residence}</ns1:ThuongTru><ns1:NoiOHienTai>{residence}</ns1:NoiOHienTai>"
+                f"<ns1:Cha>{relatives[k + j]}</ns1:Cha><ns1:Me>{relatives[2 * k + j]}</ns1:Me>"
+                f"<ns1:VoChong>{relatives[3 * k + j]}</ns1:VoChong>"
+                f"<ns1:NguoiDaiDien>{relatives[4 * k + j]}</ns1:NguoiDaiDien>"
+                f"<ns1:ChuHo><ns1:QuanHe>{relation}</ns1:QuanHe><ns1:SoDinhDanh>{ids[5 * k + j]}</ns1:SoDinhDanh>"
+                f"<ns1:SoCMND>{cards[5 * k + j]}</ns1:SoCMND><ns1:HoVaTen>{head_names[j]}</ns1:HoVaTen></ns1:ChuHo>"
+                f"<ns1:SoSoHoKhau>HP{head_pid:09d}</ns1:SoSoHoKhau><ns1:NgayCapNhat>{updated[j]}</ns1:NgayCapNhat>"
                 f"<ns1:TrangThai>{status}</ns1:TrangThai>"
                 f"<ns1:NgayChet>{died[j] if status == 1 else ''}</ns1:NgayChet></ns1:CongDan>"
             )
-        return "".join(out)
+        return out
 
-    def collection(self, pids: list[int]) -> str:
-        return f'<ns1:CongdanCollection xmlns:ns1="{NS1}">{self.render(pids)}</ns1:CongdanCollection>'
+    def _relatives(self, people: np.ndarray) -> tuple[list[str], list[str], list[str]]:
+        """Relative element contents, ID texts and CMND texts for each pid of ``people`` (-1: nobody)."""
+        r = self.r
+        safe = np.maximum(people, 0)
+        present = (people >= 0).tolist()
+        full = r.full_names(safe)
+        ids = [f"{x:012d}" if p else "" for x, p in zip(r.personal_id[safe].tolist(), present)]
+        cards = [f"{x:09d}" if x >= 0 and p else "" for x, p in zip(r.cmnd[safe].tolist(), present)]
+        empty = "<ns1:HoVaTen/><ns1:QuocTich/><ns1:SoDinhDanh/><ns1:SoCMND/>"
+        contents = [
+            f"<ns1:HoVaTen>{n}</ns1:HoVaTen><ns1:QuocTich>VN</ns1:QuocTich><ns1:SoDinhDanh>{i}</ns1:SoDinhDanh>"
+            f"<ns1:SoCMND>{c}</ns1:SoCMND>" if p else empty
+            for n, i, c, p in zip(full, ids, cards, present)
+        ]
+        return contents, ids, cards
+
+    def collection(self, pids: list[int]) -> list[str]:
+        """The pieces of an ``ns1:CongdanCollection`` (joined once, by the SOAP layer)."""
+        return [f'<ns1:CongdanCollection xmlns:ns1="{NS1}">', *self.render(pids), "</ns1:CongdanCollection>"]
+
+
+@lru_cache(maxsize=4096)
+def _variant(part: str, flags: int) -> str:
+    """One name part as garbled by ``flags`` (names come from small tables, so this caches well)."""
+    if flags & OLD_TONE:
+        part = names.old_tone_placement(part)
+    if flags & UPPER:
+        part = part.upper()
+    if flags & NFD and not flags & ALL_IN_TEN:
+        part = names.to_nfd(part)
+    return part
 
 
 # -- the SOAP operations ------------------------------------------------------------------------
@@ -334,14 +368,14 @@ class PopulationService:
             return day[: len(birth)] == birth if len(birth) == 4 else day == birth
         return True
 
-    def lookup(self, call: Call) -> str:
+    def lookup(self, call: Call) -> list[str]:
         request_id = self._context(call)
         if call.text("MaTichHop") != "037":
             raise ServiceError(500, f"MaTichHop must be 037 for TraCuuThongTinCongDan, got {call.text('MaTichHop')!r}")
         pid = self._person(call)
         found = [pid] if pid is not None and self._matches(pid, call.text("HoVaTen"), call.text("NgayThangNamSinh")) else []
-        return (f'<dan:TraCuuThongTinCongDanResponse xmlns:dan="{DAN_NS}"><dan:MaYeuCau>{_esc(request_id)}</dan:MaYeuCau>'
-                f"{self.registry.collection(found)}</dan:TraCuuThongTinCongDanResponse>")
+        return [f'<dan:TraCuuThongTinCongDanResponse xmlns:dan="{DAN_NS}"><dan:MaYeuCau>{_esc(request_id)}</dan:MaYeuCau>',
+                *self.registry.collection(found), "</dan:TraCuuThongTinCongDanResponse>"]
 
     def verify(self, call: Call) -> str:
         request_id = self._context(call)
@@ -354,7 +388,7 @@ class PopulationService:
         return (f'<dan:XacThucThongTinCongDanResponse xmlns:dan="{DAN_NS}"><dan:MaYeuCau>{_esc(request_id)}</dan:MaYeuCau>'
                 f"<dan:TonTai>{'true' if exists else 'false'}</dan:TonTai></dan:XacThucThongTinCongDanResponse>")
 
-    def sync(self, call: Call) -> str:
+    def sync(self, call: Call) -> list[str]:
         request_id = self._context(call)
         province = call.text("MaTinh")
         if province not in call.client.provinces:
@@ -375,9 +409,9 @@ class PopulationService:
             if previous is not None:
                 pids = [previous, *pids]
         cursor = f"<dan:ConTro>{encode_cursor(since, next_key)}</dan:ConTro>" if next_key else ""
-        return (f'<dan:DongBoCongDanResponse xmlns:dan="{DAN_NS}"><dan:MaYeuCau>{_esc(request_id)}</dan:MaYeuCau>'
-                f"<dan:ThoiDiemDuLieu>{moment}</dan:ThoiDiemDuLieu>{cursor}{registry.collection(pids)}"
-                f"</dan:DongBoCongDanResponse>")
+        return [f'<dan:DongBoCongDanResponse xmlns:dan="{DAN_NS}"><dan:MaYeuCau>{_esc(request_id)}</dan:MaYeuCau>'
+                f"<dan:ThoiDiemDuLieu>{moment}</dan:ThoiDiemDuLieu>{cursor}", *registry.collection(pids),
+                "</dan:DongBoCongDanResponse>"]
 
 
 def _esc(text: str) -> str:

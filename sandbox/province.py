@@ -12,15 +12,13 @@ when rendered. ``as_of`` is the end of generated history; later changes happen l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import numpy as np
 
 from hub.admin_units import Unit, legacy_to_2025, legacy_units
 from sandbox import names
-from schemas.identifiers import personal_id_prefix
-
-VN_TZ = timezone(timedelta(hours=7))
+from schemas.timefmt import VN_TZ
 DEFAULT_AS_OF = datetime(2026, 11, 1, tzinfo=VN_TZ)
 REFORM_2025 = datetime(2025, 7, 1, tzinfo=VN_TZ)
 PROVINCE = "31"  # Hải Phòng: the sandbox's province (§7)
@@ -102,6 +100,13 @@ class Residents:
 
     def full_name(self, pid: int) -> str:
         return names.full_name(*self.name_parts(pid))
+
+    def full_names(self, pids: np.ndarray) -> list[str]:
+        """Canonical full names of many people at once (the hot path of rendering a page)."""
+        family, middle, given = names.FAMILY, names.MIDDLE, names.GIVEN
+        return [f"{family[f]} {middle[g][m]} {given[g][n]}" for f, m, n, g in zip(
+            self.family[pids].tolist(), self.middle[pids].tolist(), self.given[pids].tolist(),
+            (self.gender[pids] - 1).tolist())]
 
     def id_text(self, pid: int) -> str:
         return f"{int(self.personal_id[pid]):012d}"

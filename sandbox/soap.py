@@ -44,7 +44,7 @@ class Call:
         return _child_text(self.element, name)
 
 
-Operation = Callable[[Call], Awaitable[bytes] | bytes]
+Operation = Callable[[Call], Awaitable[str | list[str]] | str | list[str]]
 
 
 def parse_xml(body: bytes) -> etree._Element:
@@ -60,11 +60,15 @@ def parse_xml(body: bytes) -> etree._Element:
     return root
 
 
-def envelope(body: bytes | str) -> bytes:
-    if isinstance(body, str):
-        body = body.encode()
-    return (b'<?xml version="1.0" encoding="UTF-8"?>\n<soapenv:Envelope xmlns:soapenv="' + SOAP_NS.encode()
-            + b'"><soapenv:Header/><soapenv:Body>' + body + b"</soapenv:Body></soapenv:Envelope>")
+_ENVELOPE_HEAD = (f'<?xml version="1.0" encoding="UTF-8"?>\n<soapenv:Envelope xmlns:soapenv="{SOAP_NS}">'
+                  "<soapenv:Header/><soapenv:Body>")
+_ENVELOPE_TAIL = "</soapenv:Body></soapenv:Envelope>"
+
+
+def envelope(body: str | bytes | list[str]) -> bytes:
+    """A SOAP envelope around ``body``; a list of pieces is joined once (pages are megabytes)."""
+    pieces = body if isinstance(body, list) else [body.decode() if isinstance(body, bytes) else body]
+    return "".join([_ENVELOPE_HEAD, *pieces, _ENVELOPE_TAIL]).encode()
 
 
 def fault_body(error: ServiceError, namespace: str, request_id: str = "") -> bytes:

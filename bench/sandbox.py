@@ -1,0 +1,138 @@
+"""Benchmark of the sandbox: generation speed and the latency of its bulk operations.
+
+Prints, at 10⁵ and 10⁶ residents (times ``--scale``):
+- residents generated per second (the population registry with its ground truth included);
+- p50/p99 of one 1000-record ``DongBoCongDan`` page and of one 100-record ``traDanhSachHoSo`` batch
+  over loopback HTTP, each next to a *baseline*: the same server answering a constant body of the
+  same size, so the ratio shows the sandbox's own cost whatever the machine's noise.
+
+Targets (issue "Foundation"): ≥ 50,000 residents/s, a 1000-record SOAP page in ≤ 20 ms (p50).
+Ends with one JSON line of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# `sandbox` package: put the repository root there instead.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import requests  # noqa: E402
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sandbox.app import Sandbox, SandboxConfig
+from sandbox.ground_truth import GroundTruth
+from sandbox.population import PopulationRegistry
+from sandbox.province import generate_residents
+from sandbox.server import running
+from tests.soap_helpers import PopulationCaller
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed(call, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def generation_rate(n: int) -> tuple[float, float]:
+    """(residents/s for the people alone, residents/s including the population registry and truth)."""
+    started = time.perf_counter()
+    residents = generate_residents(n, seed=1)
+    people = time.perf_counter() - started
+    PopulationRegistry(residents, GroundTruth(), seed=1)
+    total = time.perf_counter() - started
+    return n / people, n / total
+
+
+def serving(n: int, repeat: int) -> dict[str, float]:
+    sandbox = Sandbox(SandboxConfig(residents=n, seed=1, rate_limit=0))
+    app = sandbox.app()
+    constant: dict[str, bytes] = {}
+    app.router.routes.append(Route("/bench/constant/{name}", lambda request: Response(
+        constant[request.path_params["name"]], media_type="text/xml"), methods=["POST"]))
+    figures: dict[str, float] = {}
+    with running(app) as base:
+        env = sandbox.environment(base)
+        session = requests.Session()
+        caller = PopulationCaller(env, session)
+        fields = {"MaTinh": "31", "TuThoiDiem": "20000101000000", "SoLuong": 1000}
+        sample = caller.post("DongBoCongDan", **caller.context(), **fields)
+        assert sample.status_code == 200 and sample.content.count(b"<ns1:CongDan>") == 1000, sample.text[:300]
+        constant["soap"] = sample.content
+        soap = timed(lambda: caller.post("DongBoCongDan", **caller.context(), **fields), repeat)
+        base_soap = timed(lambda: session.post(f"{base}/bench/constant/soap", data=b"x"), repeat)
+        figures.update(soap_page_p50_ms=statistics.median(soap), soap_page_p99_ms=percentile(soap, 0.99),
+                       soap_baseline_p50_ms=statistics.median(base_soap), soap_page_bytes=len(sample.content))
+        figures["soap_vs_baseline"] = figures["soap_page_p50_ms"] / figures["soap_baseline_p50_ms"]
+        batch = civil_batch(env, session, sandbox)
+        if batch is not None:
+            url, body, headers = batch
+            first = session.post(url, json=body, headers=headers)
+            constant["civil"] = first.content
+            rest = timed(lambda: session.post(url, json=body, headers=headers), repeat)
+            base_rest = timed(lambda: session.post(f"{base}/bench/constant/civil", data=b"x"), repeat)
+            figures.update(civil_batch_p50_ms=statistics.median(rest), civil_batch_p99_ms=percentile(rest, 0.99),
+                           civil_baseline_p50_ms=statistics.median(base_rest),
+                           civil_batch_records=len(first.json().get("data") or []))
+            figures["civil_vs_baseline"] = figures["civil_batch_p50_ms"] / figures["civil_baseline_p50_ms"]
+    return figures
+
+
+def civil_batch(env: dict[str, str], session: requests.Session, sandbox: Sandbox):
+    """URL, body and headers of a 100-record traDanhSachHoSo batch, or None if the registry is empty."""
+    registry = getattr(sandbox.civil, "registry", None)
+    ids = sorted(registry.ids("KS"))[:100] if registry is not None and hasattr(registry, "ids") else []
+    if not ids:
+        return None
+    token = session.post(f"{env['HUB_CIVIL_URL']}/token", data={"grant_type": "client_credentials"},
+                         auth=(env["HUB_CIVIL_CLIENT_ID"], env["HUB_CIVIL_CLIENT_SECRET"])).json()["access_token"]
+    body = {"maTinh": "31", "module": "KS", "dsMaHoSo": [int(i) for i in ids]}
+    return (f"{env['HUB_CIVIL_URL']}/apiHoTichTuPhap/traDanhSachHoSo", body,
+            {"Authorization": f"Bearer {token}", "X-Request-Id": str(uuid.uuid4())})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies the sizes 10^5 and 10^6")
+    parser.add_argument("--repeat", type=int, default=200, help="requests per latency measurement")
+    args = parser.parse_args()
+    sizes = [max(1_000, int(10**5 * args.scale)), max(1_000, int(10**6 * args.scale))]
+    results: dict[str, float] = {}
+    print(f"{'residents':>10} {'people/s':>12} {'with registry/s':>16}")
+    for n in sizes:
+        people, total = generation_rate(n)
+        results[f"gen_{n}_people_per_s"] = round(people)
+        results[f"gen_{n}_residents_per_s"] = round(total)
+        print(f"{n:>10,} {people:>12,.0f} {total:>16,.0f}")
+    serve = serving(sizes[0], args.repeat)
+    results.update({k: round(v, 3) for k, v in serve.items()})
+    print(f"\nserving at {sizes[0]:,} residents, {args.repeat} requests each (ms)")
+    print(f"{'operation':<36} {'p50':>8} {'p99':>8} {'baseline p50':>13} {'ratio':>7}")
+    print(f"{'DongBoCongDan, 1000 records':<36} {serve['soap_page_p50_ms']:>8.2f} {serve['soap_page_p99_ms']:>8.2f} "
+          f"{serve['soap_baseline_p50_ms']:>13.2f} {serve['soap_vs_baseline']:>7.1f}")
+    if "civil_batch_p50_ms" in serve:
+        print(f"{'traDanhSachHoSo, 100 records':<36} {serve['civil_batch_p50_ms']:>8.2f} "
+              f"{serve['civil_batch_p99_ms']:>8.2f} {serve['civil_baseline_p50_ms']:>13.2f} "
+              f"{serve['civil_vs_baseline']:>7.1f}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
