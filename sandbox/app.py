@@ -71,6 +71,7 @@ class Sandbox:
         self.truth = GroundTruth()
         self.residents = generate_residents(config.residents, seed=config.seed, as_of=config.as_of,
                                             data_faults=config.faults.data)
+        self.truth.add_table("persons", self.residents.truth_table())
         c = self.credentials
         agencies = province_agency_codes()
         provinces = frozenset({PROVINCE})

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+import pyarrow as pa
 
 from hub.admin_units import Unit, legacy_to_2025, legacy_units
 from sandbox import names
@@ -107,6 +108,42 @@ class Residents:
         return [f"{family[f]} {middle[g][m]} {given[g][n]}" for f, m, n, g in zip(
             self.family[pids].tolist(), self.middle[pids].tolist(), self.given[pids].tolist(),
             (self.gender[pids] - 1).tolist())]
+
+    def truth_table(self) -> pa.Table:
+        """The people as they truly are, for the ground truth's ``persons`` table."""
+        everyone = np.arange(self.n)
+        family, middle, given = names.FAMILY, names.MIDDLE, names.GIVEN
+
+        def keys(column: np.ndarray) -> pa.Array:
+            return pa.array([f"P{p:07d}" if p >= 0 else None for p in column.tolist()], pa.string())
+
+        def moments(column: np.ndarray, sentinel: bool = True) -> pa.Array:
+            """Epoch seconds as timestamps; with ``sentinel``, -1 means "never" (null)."""
+            missing = column == -1 if sentinel else None
+            return pa.array(column.astype("datetime64[s]"), mask=missing).cast(
+                pa.timestamp("s", tz="Asia/Ho_Chi_Minh"))
+
+        home = np.where(self.moved_to >= 0, -1 - self.moved_to, self.residence)
+        return pa.table({
+            "person": keys(everyone),
+            "personal_id": pa.array([f"{v:012d}" for v in self.personal_id.tolist()]),
+            "cmnd": pa.array([f"{v:09d}" if v >= 0 else None for v in self.cmnd.tolist()], pa.string()),
+            "family_name": pa.array([family[i] for i in self.family.tolist()]),
+            "middle_name": pa.array([middle[g - 1][i] for g, i in zip(self.gender.tolist(), self.middle.tolist())]),
+            "given_name": pa.array([given[g - 1][i] for g, i in zip(self.gender.tolist(), self.given.tolist())]),
+            "gender": pa.array(self.gender),
+            "birth": moments(self.birth, sentinel=False),
+            "status": pa.array(self.status),
+            "died": moments(self.died),
+            "marital": pa.array(self.marital),
+            "father": keys(self.father),
+            "mother": keys(self.mother),
+            "spouse": keys(self.spouse),
+            "household_head": keys(self.household),
+            "ward_code": pa.array([self.unit(int(u)).ward_code for u in home.tolist()]),
+            "province_code": pa.array([self.unit(int(u)).province_code for u in home.tolist()]),
+            "moved_at": moments(self.moved_at),
+        })
 
     def id_text(self, pid: int) -> str:
         return f"{int(self.personal_id[pid]):012d}"
