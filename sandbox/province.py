@@ -190,7 +190,12 @@ def generate_residents(n: int, seed: int = 0, as_of: datetime = DEFAULT_AS_OF,
     spouse[men], spouse[women] = women, men
     younger_birth = np.maximum(birth[men], birth[women])
     marry_age = 20 + rng.gamma(2.0, 2.5, size=k)
-    married_at_c = np.minimum(younger_birth + marry_age * year, now - day).astype(np.int64)
+    married_at_c = younger_birth + marry_age * year
+    # Couples younger than the drawn age married at some point between 20 and today, not all yesterday.
+    late = married_at_c >= now - day
+    earliest = younger_birth[late] + 20 * year
+    married_at_c[late] = earliest + rng.random(int(late.sum())) * np.maximum(now - day - earliest, 0)
+    married_at_c = married_at_c.astype(np.int64)
     married_at = np.full(n, -1, np.int64)
     married_at[men] = married_at[women] = married_at_c
 
