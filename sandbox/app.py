@@ -28,7 +28,7 @@ from sandbox.faults import SYSTEMS, FaultPlan
 from sandbox.ground_truth import GroundTruth
 from sandbox.population import PopulationRegistry, PopulationService
 from sandbox.province import DEFAULT_AS_OF, generate_residents
-from sandbox.ratelimit import RateLimiter
+from hub.ratelimit import RateLimiter
 from sandbox.service import SystemRuntime
 
 

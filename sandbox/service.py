@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from schemas.errors import ERROR_NAMES
 from sandbox.auth import Client
 from sandbox.faults import Decision, FaultInjector
-from sandbox.ratelimit import RateLimiter
+from hub.ratelimit import RateLimiter
 
 
 class ServiceError(Exception):
