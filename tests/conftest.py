@@ -27,10 +27,16 @@ def start_sandbox(**config) -> Iterator[RunningSandbox]:
         yield RunningSandbox(sandbox, base_url)
 
 
+#: Rare data faults raised so that even a small province shows every kind at least a few times.
+RARE_DATA_FAULTS = {"death_not_in_population": 0.3, "marriage_not_in_population": 0.2, "moved_out": 0.02,
+                    "document_revoked_after_delivery": 0.2}
+
+
 @pytest.fixture(scope="session")
 def clean_sandbox() -> Iterator[RunningSandbox]:
-    """A fault-free sandbox of 2,000 residents shared by the contract tests (seed 7)."""
-    with start_sandbox(residents=2_000, seed=7, faults=FaultPlan.none(), rate_limit=10_000) as running_sandbox:
+    """A sandbox of 2,000 residents without transport faults, shared by the contract tests (seed 7)."""
+    plan = FaultPlan(data=dict(RARE_DATA_FAULTS))
+    with start_sandbox(residents=2_000, seed=7, faults=plan, rate_limit=10_000) as running_sandbox:
         yield running_sandbox
 
 

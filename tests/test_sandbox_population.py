@@ -19,7 +19,7 @@ from zeep.wsse.username import UsernameToken
 from sandbox import names
 from sandbox.faults import FaultPlan
 from sandbox.ground_truth import person_key
-from tests.soap_helpers import DAN_NS, NS1, PopulationCaller, envelope, fault_code, request_element, security
+from tests.soap_helpers import DAN_NS, NS1, PopulationCaller, envelope, fault_code, security
 
 pytestmark = pytest.mark.timeout(300)
 
