@@ -160,3 +160,49 @@ def demo(
     from hub.demo import run_demo
 
     run_demo(_settings().home, residents, seed, port, once, typer.echo)
+
+
+SYSTEMS_HELP = "population, civil, business or vdxp"
+
+
+@app.command("check")
+def check(system: str = typer.Argument(..., help=SYSTEMS_HELP)) -> None:
+    """Tell in one line whether SYSTEM is reachable and the credentials work, and if not, why."""
+    from connectors.errors import ConnectorError
+    from connectors.registry import build_connector
+
+    try:
+        result = build_connector(system, _settings()).check()
+    except (ValueError, ConnectorError) as exc:
+        typer.echo(f"{system}: FAILED - {exc}")
+        raise typer.Exit(1) from None
+    typer.echo(f"{system}: {'OK' if result.ok else 'FAILED'} - {result.message}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("extract")
+def extract(
+    system: str = typer.Argument(..., help=SYSTEMS_HELP),
+    out: Path = typer.Option(..., file_okay=False, help="Directory for the canonical Parquet files."),
+    state: Optional[Path] = typer.Option(None, dir_okay=False, help="State file (default OUT/state.json)."),
+) -> None:
+    """Extract SYSTEM into canonical Parquet under OUT; with the same state, only what changed."""
+    from connectors.errors import ConnectorError
+    from connectors.extract import StateError, run_extract, terminal_progress
+    from connectors.registry import build_connector
+
+    try:
+        connector = build_connector(system, _settings())
+    except ValueError as exc:
+        typer.echo(f"{system}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    advance, close = terminal_progress(None, f"{system} → {out}")
+    try:
+        result = run_extract(connector, out, state, advance)
+    except (ConnectorError, StateError) as exc:
+        typer.echo(f"extract failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        close()
+    typer.echo(f"{system}: {result.fetched:,} rows fetched in {result.batches:,} batches, "
+               f"{result.quarantined:,} quarantined; {result.rows:,} rows in {result.dataset_path}")

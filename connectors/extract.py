@@ -1,0 +1,161 @@
+"""Running a connector to files with exactly-once semantics (``hub extract``).
+
+Layout under the output directory::
+
+    parts/000001.records.parquet     one file per committed batch (immutable once committed)
+    parts/000001.quarantine.parquet
+    <dataset>.parquet                the canonical table: the latest row of every key
+    quarantine.parquet               every refused record with its reason and position
+    state.json                       the committed cursor and the committed parts (default --state)
+
+The commit protocol: a batch's parts are written to temporary names, flushed and renamed; only then
+is the state file replaced (also write-then-rename) with the new cursor and the parts listed; only
+after that does the batch's ``after_commit`` run. A kill at any instant leaves either the old state
+(the batch's files are orphans, deleted on the next start, and the batch is fetched again) or the new
+one. The canonical table is rebuilt from the committed parts, so records delivered twice by the
+source (at-least-once) or fetched twice after a kill still appear once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from connectors.base import Connector
+from schemas.canonical import QUARANTINE_SCHEMA
+
+STATE_VERSION = 1
+
+
+@dataclass
+class ExtractResult:
+    dataset_path: Path
+    quarantine_path: Path
+    rows: int  # rows of the canonical table
+    fetched: int  # rows fetched in this run (before deduplication)
+    quarantined: int  # records quarantined in this run
+    batches: int
+
+
+class StateError(ValueError):
+    """The state file is unreadable or belongs to another system; the message says which."""
+
+
+def load_state(path: Path, system: str, dataset: str) -> dict[str, Any]:
+    if not path.exists():
+        return {"version": STATE_VERSION, "system": system, "dataset": dataset, "cursor": None, "parts": [],
+                "sequence": 0}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StateError(f"state file {path} is unreadable: {exc}") from None
+    if state.get("system") != system or state.get("dataset") != dataset:
+        raise StateError(f"state file {path} belongs to {state.get('system')}/{state.get('dataset')}, "
+                         f"not {system}/{dataset}")
+    return state
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    write(temp)
+    with open(temp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    temp.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    _write_atomically(path, lambda temp: temp.write_text(json.dumps(state, indent=1), encoding="utf-8"))
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    _write_atomically(path, lambda temp: pq.write_table(table, temp, compression="zstd"))
+
+
+def _remove_orphans(parts_dir: Path, committed: set[str]) -> None:
+    for entry in parts_dir.iterdir():
+        if entry.name not in committed:
+            entry.unlink()
+
+
+def run_extract(connector: Connector, out_dir: Path, state_path: Path | None = None,
+                progress: Callable[[int], None] | None = None) -> ExtractResult:
+    """Read ``connector`` from its committed cursor to the end, committing batch by batch."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = out_dir / "parts"
+    parts_dir.mkdir(exist_ok=True)
+    state_path = state_path or out_dir / "state.json"
+    state = load_state(state_path, connector.system, connector.dataset)
+    _remove_orphans(parts_dir, set(state["parts"]))
+    fetched = quarantined = batches = 0
+    for batch in connector.read(state["cursor"]):
+        sequence = state["sequence"] + 1
+        names = []
+        for kind, table, schema in (("records", batch.records, connector.schema),
+                                    ("quarantine", batch.quarantine, QUARANTINE_SCHEMA)):
+            if table.num_rows:
+                name = f"{sequence:07d}.{kind}.parquet"
+                _write_table(parts_dir / name, table.cast(schema))
+                names.append(name)
+        state = {**state, "cursor": batch.cursor, "parts": [*state["parts"], *names], "sequence": sequence}
+        _save_state(state_path, state)
+        if batch.after_commit is not None:
+            batch.after_commit()
+        fetched += batch.records.num_rows
+        quarantined += batch.quarantine.num_rows
+        batches += 1
+        if progress is not None:
+            progress(batch.progress or batch.records.num_rows + batch.quarantine.num_rows)
+    dataset_path, quarantine_path, rows = compact(connector, out_dir, state["parts"])
+    return ExtractResult(dataset_path, quarantine_path, rows, fetched, quarantined, batches)
+
+
+def compact(connector: Connector, out_dir: Path, parts: list[str]) -> tuple[Path, Path, int]:
+    """Rebuild the canonical table (latest row per key) and the quarantine file from committed parts."""
+    parts_dir = out_dir / "parts"
+    record_files = sorted(str(parts_dir / p) for p in parts if p.endswith(".records.parquet"))
+    quarantine_files = sorted(str(parts_dir / p) for p in parts if p.endswith(".quarantine.parquet"))
+    dataset_path = out_dir / f"{connector.dataset}.parquet"
+    quarantine_path = out_dir / "quarantine.parquet"
+    columns = ", ".join(f'"{f.name}"' for f in connector.schema)
+    keys = ", ".join(f'"{k}"' for k in connector.key)
+    order = (f'"{connector.version_column}" DESC NULLS LAST, ' if connector.version_column else "") + \
+        "filename DESC, file_row_number DESC"
+    with duckdb.connect() as con:
+        if record_files:
+            latest = con.sql(
+                f"SELECT {columns} FROM read_parquet($files, filename=true, file_row_number=true) "
+                f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1 ORDER BY {keys}",
+                params={"files": record_files}).arrow()
+            table = latest.read_all() if hasattr(latest, "read_all") else latest
+        else:
+            table = connector.schema.empty_table()
+        _write_table(dataset_path, table.cast(connector.schema))
+        if quarantine_files:
+            quarantine = pa.concat_tables(pq.read_table(f) for f in quarantine_files)
+        else:
+            quarantine = QUARANTINE_SCHEMA.empty_table()
+    _write_table(quarantine_path, quarantine.cast(QUARANTINE_SCHEMA))
+    return dataset_path, quarantine_path, table.num_rows
+
+
+def terminal_progress(total: int | None, description: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """A tqdm bar on a terminal, nothing otherwise: (advance, close)."""
+    if not sys.stderr.isatty():
+        return (lambda n: None), (lambda: None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=description, unit="rec", file=sys.stderr)
+    return bar.update, bar.close

@@ -1,0 +1,224 @@
+"""The one HTTP transport every connector uses: timeouts, retries, pacing, auth refresh, TLS.
+
+A call is described by two functions: ``build(request_id)`` makes a fresh request for each attempt
+(a new ``MaYeuCau``, a new WS-Security nonce), and ``parse(response)`` turns the answer into a result
+or raises :class:`TransientError` (retry), :class:`PermanentError` (give up) or
+:class:`AuthenticationFailed` (refresh the token once, then give up). Between attempts the transport
+waits with exponential back-off and full jitter, never less than the server's ``Retry-After``; before
+every attempt it paces itself under the system's rate limit. When the attempts run out, the error
+names the system, the operation and the last request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, TypeVar
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from connectors.errors import AuthenticationFailed, ConnectorError, PermanentError, TransientError
+from hub.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: HTTP statuses after which the same request may succeed later.
+RETRYABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """Tuning knobs; each has a ``HUB_<SYSTEM>_…`` variable (see :func:`options_from_env`)."""
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = 8
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 30.0
+    rate_limit: float = 20.0  # requests per second to this system; 0 means unlimited
+    client_cert: str = ""  # PEM file of a TLS client certificate (may hold the key too)
+    client_key: str = ""  # PEM file of its key, when separate
+    ca_bundle: str = ""  # CA bundle to verify the server with, instead of the system store
+
+
+_OPTION_VARIABLES = {
+    "connect_timeout_s": ("CONNECT_TIMEOUT", float), "read_timeout_s": ("TIMEOUT", float),
+    "max_attempts": ("MAX_ATTEMPTS", int), "backoff_initial_s": ("BACKOFF_INITIAL", float),
+    "backoff_max_s": ("BACKOFF_MAX", float), "rate_limit": ("RATE_LIMIT", float),
+    "client_cert": ("TLS_CERT", str), "client_key": ("TLS_KEY", str), "ca_bundle": ("CA_BUNDLE", str),
+}
+
+
+def options_from_env(system: str, environ: Mapping[str, str]) -> TransportOptions:
+    """Transport options of ``system`` from ``HUB_<SYSTEM>_TIMEOUT``, ``…_RATE_LIMIT`` and so on."""
+    values: dict[str, Any] = {}
+    for name, (suffix, kind) in _OPTION_VARIABLES.items():
+        variable = f"HUB_{system.upper()}_{suffix}"
+        raw = environ.get(variable, "").strip()
+        if raw:
+            try:
+                values[name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{variable} must be a {kind.__name__}, got {raw!r}") from None
+    return TransportOptions(**values)
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    data: bytes | Mapping[str, str] | None = None
+    json: Any = None
+    params: Mapping[str, Any] | None = None
+    basic_auth: tuple[str, str] | None = None
+
+
+class Auth(Protocol):
+    def apply(self, request: HttpRequest) -> None: ...
+
+    def refresh(self) -> None: ...
+
+
+class Transport:
+    """Sends requests to one national system with the policies above."""
+
+    def __init__(self, system: str, options: TransportOptions | None = None, auth: Auth | None = None,
+                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.system = system
+        self.options = options or TransportOptions()
+        self.auth = auth
+        self.session = session or requests.Session()
+        self._sleep = sleep
+        self.limiter = RateLimiter(self.options.rate_limit, burst=max(1.0, self.options.rate_limit / 5))
+        if self.options.client_cert:
+            self.session.cert = ((self.options.client_cert, self.options.client_key) if self.options.client_key
+                                 else self.options.client_cert)
+        if self.options.ca_bundle:
+            self.session.verify = self.options.ca_bundle
+        self.attempts = 0  # every attempt made, for metrics
+        self.retries = 0
+
+    def call(self, operation: str, build: Callable[[str], HttpRequest], parse: Callable[[requests.Response], T]) -> T:
+        """Run ``operation`` until ``parse`` accepts an answer or the attempts run out."""
+        state = {"request_id": "", "refreshed": False}
+
+        def attempt() -> T:
+            state["request_id"] = str(uuid.uuid4())
+            request = build(state["request_id"])
+            if self.auth is not None:
+                self.auth.apply(request)
+            self.limiter.wait(sleep=self._sleep)
+            self.attempts += 1
+            try:
+                response = self.session.request(
+                    request.method, request.url, headers=request.headers, data=request.data, json=request.json,
+                    params=request.params, auth=request.basic_auth, timeout=(self.options.connect_timeout_s, self.options.read_timeout_s))
+                if response.status_code == 401 and self.auth is not None:
+                    raise AuthenticationFailed(f"HTTP 401: {response.text[:200]}")
+                if response.status_code in RETRYABLE_STATUS:
+                    raise TransientError(f"HTTP {response.status_code}", _retry_after(response.headers))
+                return parse(response)
+            except AuthenticationFailed:
+                if self.auth is None or state["refreshed"]:
+                    raise
+                state["refreshed"] = True
+                self.auth.refresh()
+                raise TransientError("token refused; refreshed it") from None
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as exc:
+                raise TransientError(f"{type(exc).__name__}: {exc}") from None
+
+        retrying = Retrying(stop=stop_after_attempt(self.options.max_attempts), wait=self._wait,
+                            retry=retry_if_exception_type(TransientError), sleep=self._sleep, reraise=True,
+                            before_sleep=self._before_sleep(operation, state))
+        try:
+            return retrying(attempt)
+        except TransientError as exc:
+            raise ConnectorError(self.system, operation, state["request_id"],
+                                 f"{exc} (gave up after {self.options.max_attempts} attempts)") from exc
+        except AuthenticationFailed as exc:
+            raise ConnectorError(self.system, operation, state["request_id"],
+                                 f"credentials refused: {exc}", code="100") from exc
+        except PermanentError as exc:
+            raise ConnectorError(self.system, operation, state["request_id"], str(exc), code=exc.code) from exc
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        """Full-jitter exponential back-off, but never shorter than the server's Retry-After."""
+        exponent = retry_state.attempt_number - 1
+        ceiling = min(self.options.backoff_max_s, self.options.backoff_initial_s * (2 ** exponent))
+        delay = random.uniform(0, ceiling)
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, TransientError) and error.retry_after:
+            delay = max(delay, min(error.retry_after, self.options.backoff_max_s))
+        return delay
+
+    def _before_sleep(self, operation: str, state: dict):
+        def note(retry_state: RetryCallState) -> None:
+            self.retries += 1
+            error = retry_state.outcome.exception() if retry_state.outcome else None
+            log.info("%s %s (request %s) attempt %d failed: %s; retrying", self.system, operation,
+                     state["request_id"], retry_state.attempt_number, error)
+        return note
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After", "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+class OAuth2ClientCredentials:
+    """Bearer tokens from ``POST {base}/token`` (HTTP Basic client credentials), renewed before they
+    expire and at once when the server refuses one (a token revoked mid-run)."""
+
+    def __init__(self, token_url: str, client_id: str, client_secret: str, transport: Transport,
+                 clock: Callable[[], float] = time.monotonic, margin_s: float = 30.0) -> None:
+        self.token_url = token_url
+        self.client_id = client_id
+        self._secret = client_secret
+        self.transport = transport  # a transport without auth, so the token call is retried and paced
+        self._clock = clock
+        self.margin_s = margin_s
+        self._token = ""
+        self._expires = 0.0
+
+    def apply(self, request: HttpRequest) -> None:
+        if not self._token or self._clock() >= self._expires - self.margin_s:
+            self.refresh()
+        request.headers["Authorization"] = f"Bearer {self._token}"
+
+    def refresh(self) -> None:
+        def build(_: str) -> HttpRequest:
+            return HttpRequest("POST", self.token_url, data={"grant_type": "client_credentials"},
+                               basic_auth=(self.client_id, self._secret))
+
+        def parse(response: requests.Response) -> tuple[str, float]:
+            if response.status_code in (400, 401, 403):
+                raise PermanentError(f"token endpoint refused the client credentials: HTTP {response.status_code} "
+                                     f"{_oauth_error(response)}", code="100")
+            if response.status_code != 200:
+                raise TransientError(f"token endpoint answered HTTP {response.status_code}")
+            try:
+                body = response.json()
+                return str(body["access_token"]), float(body.get("expires_in", 300))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TransientError(f"token endpoint answer is not a token: {exc}") from None
+
+        token, lifetime = self.transport.call("token", build, parse)
+        self._token, self._expires = token, self._clock() + lifetime
+
+
+def _oauth_error(response: requests.Response) -> str:
+    try:
+        body = response.json()
+        return f"{body.get('error', '')}: {body.get('error_description', '')}".strip(": ")
+    except ValueError:
+        return response.text[:200]
