@@ -3,8 +3,9 @@
 Prints, at 10⁵ and 10⁶ residents (times ``--scale``):
 - residents generated per second (the population registry with its ground truth included);
 - p50/p99 of one 1000-record ``DongBoCongDan`` page and of one 100-record ``traDanhSachHoSo`` batch
-  over loopback HTTP, each next to a *baseline*: the same server answering a constant body of the
-  same size, so the ratio shows the sandbox's own cost whatever the machine's noise.
+  over loopback HTTP to a sandbox in its own process (as `hub sandbox serve` runs), each next to a
+  *baseline*: the same server answering a constant body of the same size, so the ratio shows the
+  sandbox's own cost whatever the machine's noise.
 
 Targets (issue "Foundation"): ≥ 50,000 residents/s, a 1000-record SOAP page in ≤ 20 ms (p50).
 Ends with one JSON line of the figures.
@@ -15,9 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
@@ -33,7 +34,7 @@ from sandbox.app import Sandbox, SandboxConfig
 from sandbox.ground_truth import GroundTruth
 from sandbox.population import PopulationRegistry
 from sandbox.province import generate_residents
-from sandbox.server import running
+from sandbox.server import bind, server_for
 from tests.soap_helpers import PopulationCaller
 
 
@@ -64,58 +65,77 @@ def generation_rate(n: int) -> tuple[float, float, float]:
     return n / people, n / population, n / (time.perf_counter() - started)
 
 
-def serving(n: int, repeat: int) -> dict[str, float]:
+def serve_child(n: int) -> None:
+    """The server side of the latency measurement, in its own process as in production: a sandbox
+    plus a constant endpoint (PUT a body, then POST returns it) for the baseline."""
     sandbox = Sandbox(SandboxConfig(residents=n, seed=1, rate_limit=0))
     app = sandbox.app()
     constant: dict[str, bytes] = {}
-    app.router.routes.append(Route("/bench/constant/{name}", lambda request: Response(
-        constant[request.path_params["name"]], media_type="text/xml"), methods=["POST"]))
-    figures: dict[str, float] = {}
-    with running(app) as base:
-        env = sandbox.environment(base)
-        session = requests.Session()
-        caller = PopulationCaller(env, session)
-        fields = {"MaTinh": "31", "TuThoiDiem": "20000101000000", "SoLuong": 1000}
-        sample = caller.post("DongBoCongDan", **caller.context(), **fields)
-        assert sample.status_code == 200 and sample.content.count(b"<ns1:CongDan>") == 1000, sample.text[:300]
-        constant["soap"] = sample.content
-        soap = timed(lambda: caller.post("DongBoCongDan", **caller.context(), **fields), repeat)
-        base_soap = timed(lambda: session.post(f"{base}/bench/constant/soap", data=b"x"), repeat)
-        figures.update(soap_page_p50_ms=statistics.median(soap), soap_page_p99_ms=percentile(soap, 0.99),
-                       soap_baseline_p50_ms=statistics.median(base_soap), soap_page_bytes=len(sample.content))
-        figures["soap_vs_baseline"] = figures["soap_page_p50_ms"] / figures["soap_baseline_p50_ms"]
-        batch = civil_batch(env, session, sandbox)
-        if batch is not None:
-            url, body, headers = batch
-            first = session.post(url, json=body, headers=headers)
-            constant["civil"] = first.content
-            rest = timed(lambda: session.post(url, json=body, headers=headers), repeat)
-            base_rest = timed(lambda: session.post(f"{base}/bench/constant/civil", data=b"x"), repeat)
-            figures.update(civil_batch_p50_ms=statistics.median(rest), civil_batch_p99_ms=percentile(rest, 0.99),
-                           civil_baseline_p50_ms=statistics.median(base_rest),
-                           civil_batch_records=len(first.json().get("data") or []))
-            figures["civil_vs_baseline"] = figures["civil_batch_p50_ms"] / figures["civil_baseline_p50_ms"]
-    return figures
 
+    async def constant_body(request):
+        name = request.path_params["name"]
+        if request.method == "PUT":
+            constant[name] = await request.body()
+        return Response(constant.get(name, b""), media_type="application/octet-stream")
 
-def civil_batch(env: dict[str, str], session: requests.Session, sandbox: Sandbox):
-    """URL, body and headers of a 100-record traDanhSachHoSo batch, or None if the registry is empty."""
+    app.router.routes.append(Route("/bench/constant/{name}", constant_body, methods=["PUT", "POST"]))
     registry = getattr(sandbox.civil, "registry", None)
-    ids = sorted(registry.ids("KS"))[:100] if registry is not None and hasattr(registry, "ids") else []
-    if not ids:
-        return None
-    token = session.post(f"{env['HUB_CIVIL_URL']}/token", data={"grant_type": "client_credentials"},
-                         auth=(env["HUB_CIVIL_CLIENT_ID"], env["HUB_CIVIL_CLIENT_SECRET"])).json()["access_token"]
-    body = {"maTinh": "31", "module": "KS", "dsMaHoSo": [int(i) for i in ids]}
-    return (f"{env['HUB_CIVIL_URL']}/apiHoTichTuPhap/traDanhSachHoSo", body,
-            {"Authorization": f"Bearer {token}", "X-Request-Id": str(uuid.uuid4())})
+    ks_ids = sorted(registry.ids("KS"))[:100] if registry is not None else []
+    sock = bind()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    print(json.dumps({"base": base, "env": sandbox.environment(base), "ks_ids": [int(i) for i in ks_ids]}),
+          flush=True)
+    server_for(app).run(sockets=[sock])
+
+
+def serving(n: int, repeat: int) -> dict[str, float]:
+    child = subprocess.Popen([sys.executable, __file__, "--serve-child", str(n)], stdout=subprocess.PIPE, text=True)
+    try:
+        started = json.loads(child.stdout.readline())
+        return measure(started["base"], started["env"], started["ks_ids"], repeat)
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def measure(base: str, env: dict[str, str], ks_ids: list[int], repeat: int) -> dict[str, float]:
+    session = requests.Session()
+    caller = PopulationCaller(env, session)
+    fields = {"MaTinh": "31", "TuThoiDiem": "20000101000000", "SoLuong": 1000}
+    sample = caller.post("DongBoCongDan", **caller.context(), **fields)
+    assert sample.status_code == 200 and sample.content.count(b"<ns1:CongDan>") == 1000, sample.text[:300]
+    session.put(f"{base}/bench/constant/soap", data=sample.content)
+    soap = timed(lambda: caller.post("DongBoCongDan", **caller.context(), **fields), repeat)
+    base_soap = timed(lambda: session.post(f"{base}/bench/constant/soap", data=b"x"), repeat)
+    figures = dict(soap_page_p50_ms=statistics.median(soap), soap_page_p99_ms=percentile(soap, 0.99),
+                   soap_baseline_p50_ms=statistics.median(base_soap), soap_page_bytes=len(sample.content))
+    figures["soap_vs_baseline"] = figures["soap_page_p50_ms"] / figures["soap_baseline_p50_ms"]
+    if ks_ids:
+        token = session.post(f"{env['HUB_CIVIL_URL']}/token", data={"grant_type": "client_credentials"},
+                             auth=(env["HUB_CIVIL_CLIENT_ID"], env["HUB_CIVIL_CLIENT_SECRET"])).json()
+        url = f"{env['HUB_CIVIL_URL']}/apiHoTichTuPhap/traDanhSachHoSo"
+        body = {"maTinh": "31", "module": "KS", "dsMaHoSo": ks_ids}
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        first = session.post(url, json=body, headers=headers)
+        session.put(f"{base}/bench/constant/civil", data=first.content)
+        rest = timed(lambda: session.post(url, json=body, headers=headers), repeat)
+        base_rest = timed(lambda: session.post(f"{base}/bench/constant/civil", data=b"x"), repeat)
+        figures.update(civil_batch_p50_ms=statistics.median(rest), civil_batch_p99_ms=percentile(rest, 0.99),
+                       civil_baseline_p50_ms=statistics.median(base_rest),
+                       civil_batch_records=len(first.json().get("data") or []))
+        figures["civil_vs_baseline"] = figures["civil_batch_p50_ms"] / figures["civil_baseline_p50_ms"]
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the sizes 10^5 and 10^6")
     parser.add_argument("--repeat", type=int, default=200, help="requests per latency measurement")
+    parser.add_argument("--serve-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_child:
+        serve_child(args.serve_child)
+        return
     sizes = [max(1_000, int(10**5 * args.scale)), max(1_000, int(10**6 * args.scale))]
     results: dict[str, float] = {}
     print(f"{'residents':>10} {'people/s':>12} {'population db/s':>16} {'whole sandbox/s':>16}")
