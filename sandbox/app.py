@@ -21,15 +21,16 @@ from starlette.routing import Mount, Route
 
 from sandbox.agencies import PROVINCE, PROVINCE_CODE_102, province_agency_codes
 from sandbox.auth import Client, TokenIssuer
-from sandbox.business import BusinessService
+from sandbox.business import BusinessService, history_window
 from sandbox.civil_status import CivilStatusService
 from sandbox.document_exchange import DocumentAxisService
 from sandbox.faults import SYSTEMS, FaultPlan
 from sandbox.ground_truth import GroundTruth
 from sandbox.population import PopulationRegistry, PopulationService
-from sandbox.province import DEFAULT_AS_OF, generate_residents
+from sandbox.province import CIVIL_YEARS, DEFAULT_AS_OF, generate_residents
 from hub.ratelimit import RateLimiter
 from sandbox.service import SystemRuntime
+from schemas import timefmt
 
 
 @dataclass
@@ -112,7 +113,10 @@ class Sandbox:
                              "residents": self.residents.n, "seed": self.config.seed})
 
     def environment(self, base_url: str) -> dict[str, str]:
-        """The ``HUB_…`` variables that point the hub at this sandbox served at ``base_url``."""
+        """The ``HUB_…`` variables that point the hub at this sandbox served at ``base_url``.
+
+        Besides the systems' addresses and credentials, ``HUB_CIVIL_SINCE`` and ``HUB_BUSINESS_SINCE``
+        say where each registry's history starts, so a first sync reads all of it and no more."""
         c = self.credentials
         officer = f"{int(self.residents.personal_id[0]):012d}"
         return {
@@ -125,10 +129,12 @@ class Sandbox:
             "HUB_CIVIL_URL": f"{base_url}/civil",
             "HUB_CIVIL_CLIENT_ID": c.civil_client_id,
             "HUB_CIVIL_CLIENT_SECRET": c.civil_client_secret,
+            "HUB_CIVIL_SINCE": timefmt.render(self.residents.as_of - (CIVIL_YEARS * 366 + 1) * 86_400, timefmt.VN_DAY),
             "HUB_BUSINESS_URL": f"{base_url}/business",
             "HUB_BUSINESS_CLIENT_ID": c.business_client_id,
             "HUB_BUSINESS_CLIENT_SECRET": c.business_client_secret,
             "HUB_BUSINESS_VARIANT": "A",
+            "HUB_BUSINESS_SINCE": timefmt.render(history_window(self.residents.as_of)[0] * 86_400, timefmt.VN_DAY),
             "HUB_VDXP_URL": f"{base_url}/vdxp",
             "HUB_VDXP_SYSTEM_ID": c.vdxp_system_id,
             "HUB_VDXP_SECRET": c.vdxp_secret,

@@ -36,8 +36,8 @@ def test_serve_then_env_points_the_hub_at_the_sandbox(tmp_path: Path):
         assert printed.returncode == 0, printed.stderr
         lines = dict(line.removeprefix("export ").split("=", 1) for line in printed.stdout.splitlines())
         expected = {"HUB_PROVINCE", "HUB_AGENCY_CODE", "HUB_OFFICER_ID", "HUB_POPULATION_URL", "HUB_POPULATION_USER",
-                    "HUB_POPULATION_PASSWORD", "HUB_CIVIL_URL", "HUB_CIVIL_CLIENT_ID", "HUB_CIVIL_CLIENT_SECRET",
-                    "HUB_BUSINESS_URL", "HUB_BUSINESS_CLIENT_ID", "HUB_BUSINESS_CLIENT_SECRET", "HUB_BUSINESS_VARIANT",
+                    "HUB_POPULATION_PASSWORD", "HUB_CIVIL_URL", "HUB_CIVIL_CLIENT_ID", "HUB_CIVIL_CLIENT_SECRET", "HUB_CIVIL_SINCE",
+                    "HUB_BUSINESS_URL", "HUB_BUSINESS_CLIENT_ID", "HUB_BUSINESS_CLIENT_SECRET", "HUB_BUSINESS_VARIANT", "HUB_BUSINESS_SINCE",
                     "HUB_VDXP_URL", "HUB_VDXP_SYSTEM_ID", "HUB_VDXP_SECRET"}
         assert set(lines) == expected
         evaluated = subprocess.run(["bash", "-c", f'eval "$({HUB[0]} sandbox env 2>/dev/null)"; '
