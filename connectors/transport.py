@@ -40,6 +40,7 @@ class TransportOptions:
     max_attempts: int = 8
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 30.0
+    retry_after_max_s: float = 300.0  # a server's Retry-After is honoured up to this
     rate_limit: float = 20.0  # requests per second to this system; 0 means unlimited
     client_cert: str = ""  # PEM file of a TLS client certificate (may hold the key too)
     client_key: str = ""  # PEM file of its key, when separate
@@ -104,8 +105,11 @@ class Transport:
         self.attempts = 0  # every attempt made, for metrics
         self.retries = 0
 
-    def call(self, operation: str, build: Callable[[str], HttpRequest], parse: Callable[[requests.Response], T]) -> T:
-        """Run ``operation`` until ``parse`` accepts an answer or the attempts run out."""
+    def call(self, operation: str, build: Callable[[str], HttpRequest], parse: Callable[[requests.Response], T],
+             attempts: int | None = None) -> T:
+        """Run ``operation`` until ``parse`` accepts an answer or the attempts run out (``attempts``
+        overrides the configured number, e.g. for a quick ``check``)."""
+        attempts = attempts or self.options.max_attempts
         state = {"request_id": "", "refreshed": False}
 
         def attempt() -> T:
@@ -132,16 +136,16 @@ class Transport:
                 raise TransientError("token refused; refreshed it") from None
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
-                raise TransientError(f"{type(exc).__name__}: {exc}") from None
+                raise TransientError(describe_network_error(exc)) from None
 
-        retrying = Retrying(stop=stop_after_attempt(self.options.max_attempts), wait=self._wait,
+        retrying = Retrying(stop=stop_after_attempt(attempts), wait=self._wait,
                             retry=retry_if_exception_type(TransientError), sleep=self._sleep, reraise=True,
                             before_sleep=self._before_sleep(operation, state))
         try:
             return retrying(attempt)
         except TransientError as exc:
             raise ConnectorError(self.system, operation, state["request_id"],
-                                 f"{exc} (gave up after {self.options.max_attempts} attempts)") from exc
+                                 f"{exc} (gave up after {attempts} attempts)") from exc
         except AuthenticationFailed as exc:
             raise ConnectorError(self.system, operation, state["request_id"],
                                  f"credentials refused: {exc}", code="100") from exc
@@ -155,7 +159,7 @@ class Transport:
         delay = random.uniform(0, ceiling)
         error = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(error, TransientError) and error.retry_after:
-            delay = max(delay, min(error.retry_after, self.options.backoff_max_s))
+            delay = max(delay, min(error.retry_after, self.options.retry_after_max_s))
         return delay
 
     def _before_sleep(self, operation: str, state: dict):
@@ -165,6 +169,23 @@ class Transport:
             log.info("%s %s (request %s) attempt %d failed: %s; retrying", self.system, operation,
                      state["request_id"], retry_state.attempt_number, error)
         return note
+
+
+def describe_network_error(exc: requests.RequestException) -> str:
+    """One readable line for a network failure: the innermost OS error (refused, reset, …) if any."""
+    url = exc.request.url if exc.request is not None else "the server"
+    cause: object = exc
+    for _ in range(12):  # requests → urllib3 → socket: a short chain
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"cannot reach {url}: {cause.strerror}"
+        args = getattr(cause, "args", ())
+        cause = (getattr(cause, "reason", None) or getattr(cause, "__cause__", None)
+                 or (args[0] if args and isinstance(args[0], BaseException) else None))
+        if cause is None:
+            break
+    if isinstance(exc, requests.Timeout):
+        return f"timed out waiting for {url}"
+    return f"{type(exc).__name__} talking to {url}: {exc}"
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
