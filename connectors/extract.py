@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -63,9 +64,12 @@ def load_state(path: Path, system: str, dataset: str) -> dict[str, Any]:
     return state
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path to write ``path`` to; on success it is flushed and renamed into place, so a
+    reader (or a kill) only ever sees the old file or the complete new one."""
     temp = path.with_name(f".{path.name}.tmp")
-    write(temp)
+    yield temp
     with open(temp, "rb+") as handle:
         os.fsync(handle.fileno())
     temp.replace(path)
@@ -77,11 +81,13 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    _write_atomically(path, lambda temp: temp.write_text(json.dumps(state, indent=1), encoding="utf-8"))
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps(state, indent=1), encoding="utf-8")
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
-    _write_atomically(path, lambda temp: pq.write_table(table, temp, compression="zstd"))
+    with atomic_path(path) as temp:
+        pq.write_table(table, temp, compression="zstd")
 
 
 def _remove_orphans(parts_dir: Path, committed: set[str]) -> None:
@@ -133,22 +139,25 @@ def compact(connector: Connector, out_dir: Path, parts: list[str]) -> tuple[Path
     keys = ", ".join(f'"{k}"' for k in connector.key)
     order = (f'"{connector.version_column}" DESC NULLS LAST, ' if connector.version_column else "") + \
         "filename DESC, file_row_number DESC"
-    with duckdb.connect() as con:
-        if record_files:
-            latest = con.sql(
-                f"SELECT {columns} FROM read_parquet($files, filename=true, file_row_number=true) "
-                f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1 ORDER BY {keys}",
-                params={"files": record_files}).arrow()
-            table = latest.read_all() if hasattr(latest, "read_all") else latest
-        else:
-            table = connector.schema.empty_table()
-        _write_table(dataset_path, table.cast(connector.schema))
-        if quarantine_files:
-            quarantine = pa.concat_tables(pq.read_table(f) for f in quarantine_files)
-        else:
-            quarantine = QUARANTINE_SCHEMA.empty_table()
+    rows = 0
+    with duckdb.connect(config={"memory_limit": "512MB", "temp_directory": str(out_dir / ".spill")}) as con:
+        with atomic_path(dataset_path) as temp, pq.ParquetWriter(temp, connector.schema, compression="zstd") as writer:
+            if record_files:
+                # Streamed batch by batch (DuckDB spills to disk past its limit): memory stays bounded
+                # whatever the size of the source.
+                reader = con.sql(
+                    f"SELECT {columns} FROM read_parquet($files, filename=true, file_row_number=true) "
+                    f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1 ORDER BY {keys}",
+                    params={"files": record_files}).arrow()
+                for batch in reader:
+                    writer.write_table(pa.Table.from_batches([batch]).cast(connector.schema))
+                    rows += batch.num_rows
+    if quarantine_files:
+        quarantine = pa.concat_tables(pq.read_table(f) for f in quarantine_files)
+    else:
+        quarantine = QUARANTINE_SCHEMA.empty_table()
     _write_table(quarantine_path, quarantine.cast(QUARANTINE_SCHEMA))
-    return dataset_path, quarantine_path, table.num_rows
+    return dataset_path, quarantine_path, rows
 
 
 def terminal_progress(total: int | None, description: str) -> tuple[Callable[[int], None], Callable[[], None]]:

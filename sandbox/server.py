@@ -57,3 +57,4 @@ def running(app, host: str = "127.0.0.1") -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+        gc.unfreeze()  # hand frozen objects back to the collector, so the process can tear down cleanly
