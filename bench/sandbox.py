@@ -16,26 +16,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# `sandbox` package: put the repository root there instead.
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import fix_path, sandbox_process  # noqa: E402
+
+fix_path()
 
 import requests  # noqa: E402
-from starlette.responses import Response
-from starlette.routing import Route
 
-from sandbox.app import Sandbox, SandboxConfig
-from sandbox.ground_truth import GroundTruth
-from sandbox.population import PopulationRegistry
-from sandbox.province import generate_residents
-from sandbox.server import bind, server_for
-from tests.soap_helpers import PopulationCaller
+from sandbox.app import Sandbox, SandboxConfig  # noqa: E402
+from sandbox.ground_truth import GroundTruth  # noqa: E402
+from sandbox.population import PopulationRegistry  # noqa: E402
+from sandbox.province import generate_residents  # noqa: E402
+from tests.soap_helpers import PopulationCaller  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -65,37 +61,9 @@ def generation_rate(n: int) -> tuple[float, float, float]:
     return n / people, n / population, n / (time.perf_counter() - started)
 
 
-def serve_child(n: int) -> None:
-    """The server side of the latency measurement, in its own process as in production: a sandbox
-    plus a constant endpoint (PUT a body, then POST returns it) for the baseline."""
-    sandbox = Sandbox(SandboxConfig(residents=n, seed=1, rate_limit=0))
-    app = sandbox.app()
-    constant: dict[str, bytes] = {}
-
-    async def constant_body(request):
-        name = request.path_params["name"]
-        if request.method == "PUT":
-            constant[name] = await request.body()
-        return Response(constant.get(name, b""), media_type="application/octet-stream")
-
-    app.router.routes.append(Route("/bench/constant/{name}", constant_body, methods=["PUT", "POST"]))
-    registry = getattr(sandbox.civil, "registry", None)
-    ks_ids = sorted(registry.ids("KS"))[:100] if registry is not None else []
-    sock = bind()
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    print(json.dumps({"base": base, "env": sandbox.environment(base), "ks_ids": [int(i) for i in ks_ids]}),
-          flush=True)
-    server_for(app).run(sockets=[sock])
-
-
 def serving(n: int, repeat: int) -> dict[str, float]:
-    child = subprocess.Popen([sys.executable, __file__, "--serve-child", str(n)], stdout=subprocess.PIPE, text=True)
-    try:
-        started = json.loads(child.stdout.readline())
+    with sandbox_process(n) as started:
         return measure(started["base"], started["env"], started["ks_ids"], repeat)
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
 
 
 def measure(base: str, env: dict[str, str], ks_ids: list[int], repeat: int) -> dict[str, float]:
@@ -131,11 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the sizes 10^5 and 10^6")
     parser.add_argument("--repeat", type=int, default=200, help="requests per latency measurement")
-    parser.add_argument("--serve-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_child:
-        serve_child(args.serve_child)
-        return
     sizes = [max(1_000, int(10**5 * args.scale)), max(1_000, int(10**6 * args.scale))]
     results: dict[str, float] = {}
     print(f"{'residents':>10} {'people/s':>12} {'population db/s':>16} {'whole sandbox/s':>16}")

@@ -274,20 +274,19 @@ class PopulationConnector:
             kind = citizens.TYPED.get(name)
             columns[name] = array if kind is None else _convert(name, array, kind, problems)
         ids = columns["personal_id"].to_pylist()
-        for i, number_text in enumerate(ids):
+        # Vectorised first pass; only suspicious rows get the (slower) explanation in Python.
+        plausible = pc.match_substring_regex(columns["personal_id"], _PLAUSIBLE_ID).to_pylist()
+        no_update = columns["updated_at"].is_null().to_pylist()
+        for i in np.flatnonzero(~np.array(plausible, bool) | np.array(no_update, bool)):
             if problems[i] is None:
-                if not number_text:
-                    problems[i] = "SoDinhDanh is missing"
-                elif (problem := personal_id_problem(number_text)) is not None:
-                    problems[i] = problem
-                elif columns["updated_at"][i].as_py() is None:
-                    problems[i] = "NgayCapNhat is missing"
+                problems[i] = ("SoDinhDanh is missing" if not ids[i] else personal_id_problem(ids[i])
+                               or "NgayCapNhat is missing")
         ok = np.array([p is None for p in problems], bool)
         provenance = {
-            "source_system": pa.array([SYSTEM] * n, pa.string()),
-            "request_id": pa.array([page.request_id] * n, pa.string()),
-            "fetched_at": pa.array([page.fetched_at] * n, pa.timestamp("ms", tz="UTC")),
-            "payload_sha256": pa.array([page.sha256] * n, pa.string()),
+            "source_system": pa.repeat(pa.scalar(SYSTEM), n),
+            "request_id": pa.repeat(pa.scalar(page.request_id), n),
+            "fetched_at": pa.repeat(pa.scalar(page.fetched_at, pa.timestamp("ms", tz="UTC")), n),
+            "payload_sha256": pa.repeat(pa.scalar(page.sha256), n),
         }
         table = pa.table({**columns, **provenance}).filter(pa.array(ok)).cast(self.schema)
         bad = np.flatnonzero(~ok)
@@ -300,7 +299,7 @@ class PopulationConnector:
             "record_key": [ids[i] or None for i in bad],
             "reason": [problems[i] for i in bad],
             "raw": [etree.tostring(elements[i], encoding="unicode") for i in bad],
-            "fetched_at": pa.array([page.fetched_at] * len(bad), pa.timestamp("ms", tz="UTC")),
+            "fetched_at": pa.repeat(pa.scalar(page.fetched_at, pa.timestamp("ms", tz="UTC")), len(bad)),
         }, schema=QUARANTINE_SCHEMA)
         return table, rejected
 
@@ -331,6 +330,8 @@ def _convert(name: str, array: pa.Array, kind: pa.DataType, problems: list[str |
     return converted
 
 
+#: A 12-digit personal ID whose province part is not 000 and whose gender/century digit is 0-5.
+_PLAUSIBLE_ID = r"^(?:0\d[1-9]|0[1-9]\d|[1-9]\d\d)[0-5]\d{8}$"
 _TOP: dict[str, str] = {}
 _NESTED: dict[str, dict[str, str]] = {}
 for _column, _path in citizens.WIRE_TEXT.items():
