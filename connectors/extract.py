@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,8 @@ def run_extract(connector: Connector, out_dir: Path, state_path: Path | None = N
     state = load_state(state_path, connector.system, connector.dataset)
     _remove_orphans(parts_dir, set(state["parts"]))
     fetched = quarantined = batches = 0
+    saved_at = time.monotonic()
+    unsaved = False
     for batch in connector.read(state["cursor"]):
         sequence = state["sequence"] + 1
         names = []
@@ -116,7 +119,13 @@ def run_extract(connector: Connector, out_dir: Path, state_path: Path | None = N
                 _write_table(parts_dir / name, table.cast(schema))
                 names.append(name)
         state = {**state, "cursor": batch.cursor, "parts": [*state["parts"], *names], "sequence": sequence}
-        _save_state(state_path, state)
+        # A batch that brought nothing and settles nothing may wait up to a second for its commit:
+        # losing it to a kill only means reading an empty stretch again. Everything else commits now.
+        if names or batch.after_commit is not None or time.monotonic() - saved_at >= 1.0:
+            _save_state(state_path, state)
+            saved_at, unsaved = time.monotonic(), False
+        else:
+            unsaved = True
         if batch.after_commit is not None:
             batch.after_commit()
         fetched += batch.records.num_rows
@@ -124,6 +133,8 @@ def run_extract(connector: Connector, out_dir: Path, state_path: Path | None = N
         batches += 1
         if progress is not None:
             progress(batch.progress or batch.records.num_rows + batch.quarantine.num_rows)
+    if unsaved:
+        _save_state(state_path, state)
     dataset_path, quarantine_path, rows = compact(connector, out_dir, state["parts"])
     return ExtractResult(dataset_path, quarantine_path, rows, fetched, quarantined, batches)
 

@@ -80,6 +80,10 @@ class HttpRequest:
     basic_auth: tuple[str, str] | None = None
 
 
+class TokenRefused(TransientError):
+    """The server refused a bearer token; a fresh one has been fetched for the next attempt."""
+
+
 class Auth(Protocol):
     def apply(self, request: HttpRequest) -> None: ...
 
@@ -110,7 +114,7 @@ class Transport:
         """Run ``operation`` until ``parse`` accepts an answer or the attempts run out (``attempts``
         overrides the configured number, e.g. for a quick ``check``)."""
         attempts = attempts or self.options.max_attempts
-        state = {"request_id": "", "refreshed": False}
+        state = {"request_id": ""}
 
         def attempt() -> T:
             state["request_id"] = str(uuid.uuid4())
@@ -128,12 +132,13 @@ class Transport:
                 if response.status_code in RETRYABLE_STATUS:
                     raise TransientError(f"HTTP {response.status_code}", _retry_after(response.headers))
                 return parse(response)
-            except AuthenticationFailed:
-                if self.auth is None or state["refreshed"]:
+            except AuthenticationFailed as exc:
+                if self.auth is None:  # static credentials (WS-Security): a refusal is final
                     raise
-                state["refreshed"] = True
+                # A token can be revoked at any time; a fresh one is fetched (the token endpoint's own
+                # refusal is final) and the call retried like any transient failure.
                 self.auth.refresh()
-                raise TransientError("token refused; refreshed it") from None
+                raise TokenRefused(f"token refused ({exc}); fetched a fresh one") from None
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
                 raise TransientError(describe_network_error(exc)) from None
@@ -143,6 +148,10 @@ class Transport:
                             before_sleep=self._before_sleep(operation, state))
         try:
             return retrying(attempt)
+        except TokenRefused as exc:
+            raise ConnectorError(self.system, operation, state["request_id"],
+                                 f"credentials refused: every token was refused ({attempts} attempts): {exc}",
+                                 code="100") from exc
         except TransientError as exc:
             raise ConnectorError(self.system, operation, state["request_id"],
                                  f"{exc} (gave up after {attempts} attempts)") from exc

@@ -138,3 +138,15 @@ def test_options_from_environment():
         options_from_env("civil", {"HUB_CIVIL_MAX_ATTEMPTS": "many"})
     transport = Transport("civil", options)
     assert transport.session.cert == "/etc/hub/client.pem"
+
+
+def test_a_token_refused_every_time_ends_as_refused_credentials(server):
+    token = b'{"access_token": "T", "token_type": "Bearer", "expires_in": 300}'
+    server["script"] = Script([(200, {}, token), (401, {}, b""), (200, {}, token), (401, {}, b""),
+                               (200, {}, token), (401, {}, b"")])
+    plain = Transport("civil", fast(), sleep=lambda s: None)
+    auth = OAuth2ClientCredentials(server["url"] + "/token", "id", "secret", plain)
+    transport = Transport("civil", fast(max_attempts=2), auth=auth, sleep=lambda s: None)
+    with pytest.raises(ConnectorError, match="credentials refused") as raised:
+        transport.call("op", lambda rid: HttpRequest("POST", server["url"] + "/op"), parse_ok)
+    assert raised.value.code == "100"
