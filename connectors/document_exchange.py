@@ -253,7 +253,7 @@ class DocumentExchangeConnector:
         self.page_size = page_size
         self.visibility_timeout_s = visibility_timeout_s
         self.options = options or TransportOptions()
-        self.transport = Transport(SYSTEM, self.options, sleep=sleep)
+        self.transport = Transport(SYSTEM, self.options, sleep=sleep, base_url=base_url)
         self.transport.session.hooks["response"].append(self._note_response)
         self._sleep = sleep
         self._client = zeep.Client(wsdl=_wsdl(), wsse=UsernameToken(system_id, secret, use_digest=True))
@@ -323,7 +323,8 @@ class DocumentExchangeConnector:
 
     def check(self) -> CheckResult:
         """One line: whether the axis answers and accepts the hub's systemId and secret."""
-        quick = Transport(SYSTEM, replace(self.options, max_attempts=min(self.options.max_attempts, 3)))
+        quick = Transport(SYSTEM, replace(self.options, max_attempts=min(self.options.max_attempts, 3)),
+                          base_url=self.endpoint)
         try:
             found = self.agencies(quick)
         except ConnectorError as exc:

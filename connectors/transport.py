@@ -12,6 +12,7 @@ names the system, the operation and the last request id.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 import uuid
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, TypeVar
 
 import requests
+import requests.adapters
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from connectors.errors import AuthenticationFailed, ConnectorError, PermanentError, TransientError
@@ -90,15 +92,32 @@ class Auth(Protocol):
     def refresh(self) -> None: ...
 
 
+def make_session(base_url: str = "", pool_size: int = 4) -> requests.Session:
+    """A keep-alive session whose proxy and CA settings come from the environment once, at creation:
+    by default requests scans the whole environment on every call (about a millisecond each), which
+    dominates small calls such as a day's civil-status list."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.proxies = requests.utils.get_environ_proxies(base_url) if base_url else {}
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle  # HUB_<S>_CA_BUNDLE, when set, overrides it
+    session.trust_env = False
+    return session
+
+
 class Transport:
     """Sends requests to one national system with the policies above."""
 
     def __init__(self, system: str, options: TransportOptions | None = None, auth: Auth | None = None,
-                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep,
+                 base_url: str = "") -> None:
         self.system = system
         self.options = options or TransportOptions()
         self.auth = auth
-        self.session = session or requests.Session()
+        self.session = session or make_session(base_url)
         self._sleep = sleep
         self.limiter = RateLimiter(self.options.rate_limit, burst=max(1.0, self.options.rate_limit / 5))
         if self.options.client_cert:
