@@ -646,8 +646,9 @@ class BusinessConnector:
                    knobs=Knobs.from_env(environ), agency_code=settings.agency_code, officer_id=settings.officer_id)
 
     def _transport(self, options: TransportOptions) -> Transport:
-        token = OAuth2ClientCredentials(f"{self.base_url}/token", *self._credentials, Transport(SYSTEM, options))
-        return Transport(SYSTEM, options, token)
+        token = OAuth2ClientCredentials(f"{self.base_url}/token", *self._credentials,
+                                        Transport(SYSTEM, options, base_url=self.base_url))
+        return Transport(SYSTEM, options, token, base_url=self.base_url)
 
     # -- check ------------------------------------------------------------------------------------
     def check(self) -> CheckResult:

@@ -114,7 +114,7 @@ class PopulationConnector:
         self.province, self.agency_code, self.officer_id = province, agency_code, officer_id
         self.page_size = page_size
         self.since = since
-        self.transport = transport or Transport(SYSTEM)
+        self.transport = transport or Transport(SYSTEM, base_url=base_url)
         self._service = _wsdl_client().create_service(BINDING, self.endpoint)
 
     @classmethod
@@ -127,7 +127,8 @@ class PopulationConnector:
             raise ValueError("HUB_POPULATION_SINCE must be yyyyMMddHHmmss")
         return cls(settings.population_url, settings.population_user, settings.population_password.reveal(),
                    province=settings.province, agency_code=settings.agency_code, officer_id=settings.officer_id,
-                   page_size=page_size, since=since, transport=Transport(SYSTEM, options_from_env(SYSTEM, environ)))
+                   page_size=page_size, since=since,
+                   transport=Transport(SYSTEM, options_from_env(SYSTEM, environ), base_url=settings.population_url))
 
     # -- requests ---------------------------------------------------------------------------------
     def _request(self, operation: str, request_id: str, **fields: Any) -> HttpRequest:
