@@ -154,12 +154,14 @@ def demo(
     residents: int = typer.Option(10_000, min=1_000, max=1_000_000),
     seed: int = typer.Option(0),
     port: int = typer.Option(8700, min=0, max=65535),
-    once: bool = typer.Option(False, help="Exit after the tour instead of serving until Ctrl-C."),
+    rate_limit: float = typer.Option(50.0, help="Requests/s each sandbox system allows, and the hub keeps to."),
+    once: bool = typer.Option(False, help="Exit after the pull instead of serving until Ctrl-C."),
 ) -> None:
-    """The main job: start the sandbox national systems and show each one answering."""
+    """The main job: start the sandbox national systems and pull each one through its connector."""
     from hub.demo import run_demo
 
-    run_demo(_settings().home, residents, seed, port, once, typer.echo)
+    if not run_demo(_settings().home, residents, seed, port, rate_limit, once, typer.echo):
+        raise typer.Exit(1)
 
 
 SYSTEMS_HELP = "population, civil, business or vdxp"

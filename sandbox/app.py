@@ -116,7 +116,8 @@ class Sandbox:
         """The ``HUB_…`` variables that point the hub at this sandbox served at ``base_url``.
 
         Besides the systems' addresses and credentials, ``HUB_CIVIL_SINCE`` and ``HUB_BUSINESS_SINCE``
-        say where each registry's history starts, so a first sync reads all of it and no more."""
+        say where each registry's history starts, so a first sync reads all of it and no more, and
+        ``HUB_<SYSTEM>_RATE_LIMIT`` is the sandbox's own limit, so the hub neither idles nor gets 429s."""
         c = self.credentials
         officer = f"{int(self.residents.personal_id[0]):012d}"
         return {
@@ -138,6 +139,9 @@ class Sandbox:
             "HUB_VDXP_URL": f"{base_url}/vdxp",
             "HUB_VDXP_SYSTEM_ID": c.vdxp_system_id,
             "HUB_VDXP_SECRET": c.vdxp_secret,
+            # The hub paces itself at the limit each system allows this client.
+            **{f"HUB_{system.upper()}_RATE_LIMIT": f"{self.config.rate_limit:g}"
+               for system in SYSTEMS if self.config.rate_limit > 0},
         }
 
 

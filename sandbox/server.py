@@ -39,9 +39,9 @@ def server_for(app, log_level: str = "warning") -> uvicorn.Server:
 
 
 @contextmanager
-def running(app, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve ``app`` on a free loopback port in a background thread; yields the base URL."""
-    sock = bind(host)
+def running(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` in a background thread (port 0: a free one); yields the base URL."""
+    sock = bind(host, port)
     server = server_for(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="sandbox-http")
     thread.start()
@@ -50,9 +50,8 @@ def running(app, host: str = "127.0.0.1") -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("sandbox HTTP server did not start")
         time.sleep(0.01)
-    port = sock.getsockname()[1]
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://{host}:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -38,7 +38,8 @@ def test_serve_then_env_points_the_hub_at_the_sandbox(tmp_path: Path):
         expected = {"HUB_PROVINCE", "HUB_AGENCY_CODE", "HUB_OFFICER_ID", "HUB_POPULATION_URL", "HUB_POPULATION_USER",
                     "HUB_POPULATION_PASSWORD", "HUB_CIVIL_URL", "HUB_CIVIL_CLIENT_ID", "HUB_CIVIL_CLIENT_SECRET", "HUB_CIVIL_SINCE",
                     "HUB_BUSINESS_URL", "HUB_BUSINESS_CLIENT_ID", "HUB_BUSINESS_CLIENT_SECRET", "HUB_BUSINESS_VARIANT", "HUB_BUSINESS_SINCE",
-                    "HUB_VDXP_URL", "HUB_VDXP_SYSTEM_ID", "HUB_VDXP_SECRET"}
+                    "HUB_VDXP_URL", "HUB_VDXP_SYSTEM_ID", "HUB_VDXP_SECRET", "HUB_POPULATION_RATE_LIMIT",
+                    "HUB_CIVIL_RATE_LIMIT", "HUB_BUSINESS_RATE_LIMIT", "HUB_VDXP_RATE_LIMIT"}
         assert set(lines) == expected
         evaluated = subprocess.run(["bash", "-c", f'eval "$({HUB[0]} sandbox env 2>/dev/null)"; '
                                    'echo "$HUB_CIVIL_URL"'], env=env, capture_output=True, text=True, timeout=60)
@@ -71,10 +72,12 @@ def test_bad_options_get_clear_errors(tmp_path: Path):
     assert result.returncode == 2 and "HUB_BUSINESS_VARIANT must be A or B" in result.stderr
 
 
-def test_demo_tours_every_system(tmp_path: Path):
+def test_demo_pulls_every_system(tmp_path: Path):
     env = {**os.environ, "HUB_HOME": str(tmp_path)}
-    result = run_hub("demo", "--once", "--residents", "1000", "--port", "0", env=env)
-    assert result.returncode == 0, result.stderr
-    for system in ("population", "civil", "business", "vdxp"):
+    result = run_hub("demo", "--once", "--residents", "1000", "--port", "0", "--rate-limit", "2000", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for system, dataset in (("population", "citizens"), ("civil", "civil_events"), ("business", "enterprises"),
+                            ("vdxp", "documents")):
         line = next(line for line in result.stdout.splitlines() if line.strip().startswith(system))
-        assert "HTTP 200" in line or "citizens" in line, line
+        assert "rows in" in line, line
+        assert (tmp_path / "extract" / system / f"{dataset}.parquet").exists()
