@@ -238,7 +238,7 @@ class DocumentExchangeConnector:
     """Receives documents and status packages from the axis into ``documents``; sends packages."""
 
     system = SYSTEM
-    dataset = "documents"
+    dataset = documents.DATASET
     schema = documents.SCHEMA
     key = documents.KEY
     version_column = documents.VERSION_COLUMN

@@ -99,13 +99,33 @@ def _remove_orphans(parts_dir: Path, committed: set[str]) -> None:
 
 def run_extract(connector: Connector, out_dir: Path, state_path: Path | None = None,
                 progress: Callable[[int], None] | None = None) -> ExtractResult:
-    """Read ``connector`` from its committed cursor to the end, committing batch by batch."""
+    """Read ``connector`` from its committed cursor to the end, then rebuild the canonical table."""
+    landed = land(connector, out_dir, state_path, progress)
+    dataset_path, quarantine_path, rows = compact(out_dir, landed.state["parts"], connector.dataset, connector.schema,
+                                                  connector.key, connector.version_column)
+    return ExtractResult(dataset_path, quarantine_path, rows, landed.fetched, landed.quarantined, landed.batches)
+
+
+@dataclass
+class LandResult:
+    state: dict[str, Any]  # the committed state after this run: cursor, parts, sequence
+    fetched: int
+    quarantined: int
+    batches: int
+    new_parts: list[str]
+
+
+def land(connector: Connector, out_dir: Path, state_path: Path | None = None,
+         progress: Callable[[int], None] | None = None) -> LandResult:
+    """Read ``connector`` from its committed cursor to the end, committing batch by batch (the parts
+    under ``out_dir/parts`` are the immutable landing zone; the state commits them with the cursor)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(exist_ok=True)
     state_path = state_path or out_dir / "state.json"
     state = load_state(state_path, connector.system, connector.dataset)
     _remove_orphans(parts_dir, set(state["parts"]))
+    already = len(state["parts"])
     fetched = quarantined = batches = 0
     saved_at = time.monotonic()
     unsaved = False
@@ -135,24 +155,29 @@ def run_extract(connector: Connector, out_dir: Path, state_path: Path | None = N
             progress(batch.progress or batch.records.num_rows + batch.quarantine.num_rows)
     if unsaved:
         _save_state(state_path, state)
-    dataset_path, quarantine_path, rows = compact(connector, out_dir, state["parts"])
-    return ExtractResult(dataset_path, quarantine_path, rows, fetched, quarantined, batches)
+    return LandResult(state, fetched, quarantined, batches, state["parts"][already:])
 
 
-def compact(connector: Connector, out_dir: Path, parts: list[str]) -> tuple[Path, Path, int]:
-    """Rebuild the canonical table (latest row per key) and the quarantine file from committed parts."""
+def compact(out_dir: Path, parts: list[str], dataset: str, schema: pa.Schema, key: tuple[str, ...],
+            version_column: str | None, target_dir: Path | None = None) -> tuple[Path, Path, int]:
+    """Rebuild the canonical table (latest row per key) and the quarantine file from committed parts.
+
+    The latest row of a key has the greatest ``version_column``; ties (and datasets without one) go to
+    the row committed last. Output goes to ``target_dir`` (default ``out_dir``)."""
+    target_dir = target_dir or out_dir
+    target_dir.mkdir(parents=True, exist_ok=True)
     parts_dir = out_dir / "parts"
     record_files = sorted(str(parts_dir / p) for p in parts if p.endswith(".records.parquet"))
     quarantine_files = sorted(str(parts_dir / p) for p in parts if p.endswith(".quarantine.parquet"))
-    dataset_path = out_dir / f"{connector.dataset}.parquet"
-    quarantine_path = out_dir / "quarantine.parquet"
-    columns = ", ".join(f'"{f.name}"' for f in connector.schema)
-    keys = ", ".join(f'"{k}"' for k in connector.key)
-    order = (f'"{connector.version_column}" DESC NULLS LAST, ' if connector.version_column else "") + \
-        "filename DESC, file_row_number DESC"
+    dataset_path = target_dir / f"{dataset}.parquet"
+    quarantine_path = target_dir / f"{dataset}.quarantine.parquet" if target_dir != out_dir \
+        else out_dir / "quarantine.parquet"
+    columns = ", ".join(f'"{f.name}"' for f in schema)
+    keys = ", ".join(f'"{k}"' for k in key)
+    order = (f'"{version_column}" DESC NULLS LAST, ' if version_column else "") + "filename DESC, file_row_number DESC"
     rows = 0
     with duckdb.connect(config={"memory_limit": "512MB", "temp_directory": str(out_dir / ".spill")}) as con:
-        with atomic_path(dataset_path) as temp, pq.ParquetWriter(temp, connector.schema, compression="zstd") as writer:
+        with atomic_path(dataset_path) as temp, pq.ParquetWriter(temp, schema, compression="zstd") as writer:
             if record_files:
                 # Streamed batch by batch (DuckDB spills to disk past its limit): memory stays bounded
                 # whatever the size of the source.
@@ -161,7 +186,7 @@ def compact(connector: Connector, out_dir: Path, parts: list[str]) -> tuple[Path
                     f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1 ORDER BY {keys}",
                     params={"files": record_files}).arrow()
                 for batch in reader:
-                    writer.write_table(pa.Table.from_batches([batch]).cast(connector.schema))
+                    writer.write_table(pa.Table.from_batches([batch]).cast(schema))
                     rows += batch.num_rows
     if quarantine_files:
         quarantine = pa.concat_tables(pq.read_table(f) for f in quarantine_files)

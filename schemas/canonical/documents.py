@@ -27,6 +27,7 @@ ATTACHMENT = pa.struct([
     pa.field("sha256", pa.string()),  # of the file itself, hex
 ])
 
+DATASET = "documents"
 SCHEMA = with_provenance([
     pa.field("doc_id", pa.string(), nullable=False),  # the axis's message id (DocId)
     pa.field("message_type", pa.string(), nullable=False),  # edoc | status
@@ -48,7 +49,7 @@ SCHEMA = with_provenance([
     pa.field("received_at", pa.timestamp("ms", tz="UTC")),  # when the message reached the axis (CreatedTime)
     pa.field("delivery_count", pa.int32()),  # DeliveryCount when it was read (> 1: redelivered)
     pa.field("edxml", pa.large_binary(), nullable=False),  # the package as received
-], "documents", VERSION)
+], DATASET, VERSION)
 
 KEY = ("doc_id",)
 VERSION_COLUMN = None
