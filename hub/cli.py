@@ -153,14 +153,15 @@ def _shell_quote(value: str) -> str:
 def demo(
     residents: int = typer.Option(10_000, min=1_000, max=1_000_000),
     seed: int = typer.Option(0),
-    port: int = typer.Option(8700, min=0, max=65535),
+    port: int = typer.Option(8700, min=0, max=65535, help="Port of the sandbox national systems."),
+    ui_port: int = typer.Option(3000, min=1, max=65535, help="Port of the Dagster UI."),
     rate_limit: float = typer.Option(50.0, help="Requests/s each sandbox system allows, and the hub keeps to."),
-    once: bool = typer.Option(False, help="Exit after the pull instead of serving until Ctrl-C."),
+    once: bool = typer.Option(False, help="Exit after the sync instead of starting the UI and serving."),
 ) -> None:
-    """The main job: start the sandbox national systems and pull each one through its connector."""
+    """The main job: the sandbox national systems, a full sync through Dagster, and the Dagster UI."""
     from hub.demo import run_demo
 
-    if not run_demo(_settings().home, residents, seed, port, rate_limit, once, typer.echo):
+    if not run_demo(_settings().home, residents, seed, port, ui_port, rate_limit, once, typer.echo):
         raise typer.Exit(1)
 
 
@@ -208,3 +209,27 @@ def extract(
         close()
     typer.echo(f"{system}: {result.fetched:,} rows fetched in {result.batches:,} batches, "
                f"{result.quarantined:,} quarantined; {result.rows:,} rows in {result.dataset_path}")
+
+
+@app.command("sync")
+def sync() -> None:
+    """Run the full sync (every source, canonical tables, checks, published snapshot) through Dagster."""
+    from hub.demo import report
+    from hub.orchestration import run_full_sync
+
+    if not report(run_full_sync(_settings().home), typer.echo):
+        raise typer.Exit(1)
+
+
+@app.command("ui")
+def ui(port: int = typer.Option(3000, min=1, max=65535)) -> None:
+    """Start the Dagster UI and daemon on the hub's instance (DAGSTER_HOME is set for you)."""
+    from hub.orchestration import start_ui
+
+    process = start_ui(_settings().home, port)
+    typer.echo(f"Dagster UI at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    try:
+        raise typer.Exit(process.wait())
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

@@ -1,54 +1,53 @@
-"""The main job, as far as the hub has been built: the sandbox national systems, and a full pull of each.
+"""The main job: the sandbox national systems, a full sync through Dagster, and the Dagster UI.
 
-It starts the sandbox on loopback, writes its variables for ``hub sandbox env``, checks every
-national system through its connector and extracts each one completely into canonical Parquet
-under ``$HUB_HOME/extract/<system>`` (exactly as ``hub extract`` does), then keeps serving until
-interrupted. Later stages of the hub (the Dagster sync, reconciliation, the lookup API and the Dagster
-UI) join this job as they are built.
+It starts the sandbox on loopback, writes its variables for ``hub sandbox env``, runs the
+``sync_all`` job on the hub's Dagster instance (every source landed, canonical tables rebuilt and
+checked, the serving snapshot published), then starts the Dagster UI on the same instance, with the
+schedule and the document-axis sensor running against the sandbox, and keeps everything up until
+interrupted. Reconciliation and the lookup API join this job as they are built.
 """
-
-from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
-import time
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from connectors.errors import ConnectorError
-from connectors.extract import run_extract
-from connectors.registry import CONNECTORS, build_connector
-from hub.config import Settings
+from hub.orchestration import run_full_sync, start_ui
 from sandbox.app import Sandbox, SandboxConfig, write_runtime_file
 from sandbox.server import running
 
 
-def pull_everything(env: dict[str, str], out: Path, echo: Callable[[str], None]) -> bool:
-    """Check and extract every system with the sandbox's variables; True when all succeeded."""
-    environ = {**os.environ, **env}
-    settings = Settings.from_env(environ)
-    ok = True
-    for system in CONNECTORS:
-        connector = build_connector(system, settings, environ)
-        check = connector.check()
-        if not check.ok:
-            echo(f"  {system:<11} check FAILED: {check.message}")
-            ok = False
-            continue
-        started = time.monotonic()
+def report(result, echo: Callable[[str], None]) -> bool:
+    """Print each asset's outcome of a sync run, and each failed check; True if all went well."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        rows = materialization.metadata.get("rows")
+        shown = f"{rows.value:,} rows" if rows is not None else "done"
+        echo(f"  {materialization.asset_key.to_user_string():<24} {shown}")
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    for evaluation in failed:
+        key = evaluation.asset_check_key
+        echo(f"  check FAILED: {key.asset_key.to_user_string()} {key.name}")
+    return result.success and not failed
+
+
+def wait_for_ui(url: str, ui, timeout_s: float = 120) -> bool:
+    stop = threading.Event()
+    for _ in range(int(timeout_s * 2)):
+        if ui.poll() is not None:
+            return False
         try:
-            result = run_extract(connector, out / system)
-        except ConnectorError as exc:
-            echo(f"  {system:<11} extract FAILED: {exc}")
-            ok = False
-            continue
-        echo(f"  {system:<11} {result.rows:>8,} rows in {result.dataset_path} ({result.quarantined:,} quarantined, "
-             f"{time.monotonic() - started:.1f} s)")
-    return ok
+            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+                return True
+        except OSError:
+            stop.wait(0.5)
+    return False
 
 
-def run_demo(home: Path, residents: int, seed: int, port: int, rate_limit: float, once: bool,
+def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, rate_limit: float, once: bool,
              echo: Callable[[str], None]) -> bool:
     echo(f"generating a province of {residents:,} residents (seed {seed}) ...")
     sandbox = Sandbox(SandboxConfig(residents=residents, seed=seed, rate_limit=rate_limit))
@@ -57,15 +56,31 @@ def run_demo(home: Path, residents: int, seed: int, port: int, rate_limit: float
     with running(sandbox.app(), port=port) as base_url:
         env = sandbox.environment(base_url)
         write_runtime_file(runtime_file, env, os.getpid())
+        os.environ.update(env)
+        os.environ["HUB_HOME"] = str(home)
         try:
             echo(f"sandbox national systems at {base_url}  (variables: eval \"$(hub sandbox env)\")")
             echo(f"ground truth written to {home / 'sandbox' / 'truth'}")
-            echo(f"pulling every national system through its connector, {rate_limit:g} requests/s each:")
-            shutil.rmtree(home / "extract", ignore_errors=True)  # each demo province is new: pull it afresh
-            ok = pull_everything(env, home / "extract", echo)
-            if not once:
-                echo("serving; press Ctrl-C to stop")
-                threading.Event().wait()
+            shutil.rmtree(home / "lake", ignore_errors=True)  # each demo province is new: sync it afresh
+            echo(f"full sync through Dagster ({rate_limit:g} requests/s to each system):")
+            ok = report(run_full_sync(home), echo)
+            echo(f"lake: {home / 'lake'}  (published snapshot: {home / 'lake' / 'published' / 'current.duckdb'})")
+            if once:
+                return ok
+            ui = start_ui(home, ui_port, env)
+            url = f"http://127.0.0.1:{ui_port}"
+            if not wait_for_ui(url, ui):
+                echo(f"the Dagster UI did not start: {ui.stderr.read()[-2000:] if ui.poll() is not None else 'timeout'}")
+                os.killpg(ui.pid, signal.SIGTERM)
+                return False
+            echo(f"Dagster UI at {url}  (assets, checks, runs; the hourly schedule and the document-axis "
+                 "sensor are on). Press Ctrl-C to stop.")
+            try:
+                ui.wait()
+            finally:
+                if ui.poll() is None:
+                    os.killpg(ui.pid, signal.SIGTERM)
+                    ui.wait(timeout=30)
             return ok
         except KeyboardInterrupt:
             return True

@@ -72,12 +72,14 @@ def test_bad_options_get_clear_errors(tmp_path: Path):
     assert result.returncode == 2 and "HUB_BUSINESS_VARIANT must be A or B" in result.stderr
 
 
-def test_demo_pulls_every_system(tmp_path: Path):
-    env = {**os.environ, "HUB_HOME": str(tmp_path)}
+def test_demo_syncs_everything_through_dagster(tmp_path: Path):
+    env = {**os.environ, "HUB_HOME": str(tmp_path), "HUB_VDXP_VISIBILITY_TIMEOUT": "5"}
     result = run_hub("demo", "--once", "--residents", "1000", "--port", "0", "--rate-limit", "2000", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    for system, dataset in (("population", "citizens"), ("civil", "civil_events"), ("business", "enterprises"),
-                            ("vdxp", "documents")):
-        line = next(line for line in result.stdout.splitlines() if line.strip().startswith(system))
-        assert "rows in" in line, line
-        assert (tmp_path / "extract" / system / f"{dataset}.parquet").exists()
+    for asset in ("landing/population", "landing/civil", "landing/business", "landing/vdxp", "canonical/citizens",
+                  "canonical/civil_events", "canonical/enterprises", "canonical/documents", "published/snapshot"):
+        assert any(line.strip().startswith(asset) for line in result.stdout.splitlines()), asset
+    assert "check FAILED" not in result.stdout
+    assert (tmp_path / "lake" / "published" / "current.duckdb").exists()
+    runs = list((tmp_path / "dagster" / "storage").iterdir())
+    assert runs, "the sync run is recorded in the hub's Dagster instance"
