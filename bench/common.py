@@ -20,8 +20,9 @@ def fix_path() -> None:
 
 def serve(residents: int, **config) -> None:
     """Child process body: a sandbox plus a constant endpoint (PUT a body, POST returns it) for
-    baselines; prints {base, env, ks_ids} as one JSON line, then serves until terminated."""
-    from starlette.responses import Response
+    baselines, and POST /bench/change?share=S to change that share of every registry now; prints
+    {base, env, ks_ids} as one JSON line, then serves until terminated."""
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     from sandbox.app import Sandbox, SandboxConfig
@@ -37,7 +38,12 @@ def serve(residents: int, **config) -> None:
             constant[name] = await request.body()
         return Response(constant.get(name, b""), media_type="application/octet-stream")
 
+    async def change(request):
+        share = float(request.query_params.get("share", "0.01"))
+        return JSONResponse(sandbox.change(share, int(request.query_params.get("seed", "0"))))
+
     app.router.routes.append(Route("/bench/constant/{name}", constant_body, methods=["PUT", "POST"]))
+    app.router.routes.append(Route("/bench/change", change, methods=["POST"]))
     registry = getattr(sandbox.civil, "registry", None)
     ks_ids = sorted(registry.ids("KS"))[:100] if registry is not None else []
     sock = bind()

@@ -10,6 +10,7 @@ re-run from the last committed cursor with nothing lost and nothing twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Callable, Iterator, Protocol
 
 import pyarrow as pa
@@ -42,3 +43,12 @@ class Connector(Protocol):
     def check(self) -> CheckResult: ...
 
     def read(self, cursor: dict[str, Any] | None) -> Iterator[Batch]: ...
+
+
+class DayShapedConnector(Connector, Protocol):
+    """A source whose changes come per day (civil-status lists, business-registry windows): it can be
+    read for a range of days alone, which is what a daily partition of the lake holds."""
+
+    def between(self, first: date, last: date) -> "DayShapedConnector": ...
+
+    def history_start(self) -> date: ...

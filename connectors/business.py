@@ -13,6 +13,7 @@ after it points at its own start: the next run re-reads it and goes forward from
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import queue
@@ -644,6 +645,19 @@ class BusinessConnector:
         return cls(settings.business_url, settings.business_client_id, settings.business_client_secret.reveal(),
                    settings.business_variant, options=options_from_env(SYSTEM, environ),
                    knobs=Knobs.from_env(environ), agency_code=settings.agency_code, officer_id=settings.officer_id)
+
+    def between(self, first: date, last: date) -> "BusinessConnector":
+        """This connector limited to the dossiers processed from ``first`` to ``last`` (one daily
+        partition, or a range of them): windows of at most five days over exactly that range, on the
+        same transport and token."""
+        bounded = copy.copy(self)
+        bounded.knobs = dataclasses.replace(self.knobs, since=first)
+        bounded._today = lambda: last
+        return bounded
+
+    def history_start(self) -> date:
+        """The first day a first sync reads: ``HUB_BUSINESS_SINCE``, else two years ago."""
+        return self.knobs.since or two_years_before(self._today())
 
     def _transport(self, options: TransportOptions) -> Transport:
         token = OAuth2ClientCredentials(f"{self.base_url}/token", *self._credentials,

@@ -38,6 +38,7 @@ ago), ``HUB_CIVIL_PAGE_SIZE`` (≤ 1000, default 1000), ``HUB_CIVIL_BATCH_SIZE``
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import threading
@@ -783,6 +784,18 @@ class CivilStatusConnector:
                    province=settings.province, agency_code=settings.agency_code, officer_id=settings.officer_id,
                    options=CivilOptions.from_env(environ, today_in_vietnam()),
                    transport_options=options_from_env(SYSTEM, environ))
+
+    def between(self, first: date, last: date) -> "CivilStatusConnector":
+        """This connector limited to the records changed from ``first`` to ``last`` (one daily
+        partition, or a range of them), on the same session, API client and token."""
+        bounded = copy.copy(self)
+        bounded.options = replace(self.options, since=first)
+        bounded._today = lambda: last
+        return bounded
+
+    def history_start(self) -> date:
+        """The first day a first sync reads (``HUB_CIVIL_SINCE``, else three years ago)."""
+        return self.options.since
 
     def _api(self, options: TransportOptions) -> CivilApi:
         token_transport = Transport(SYSTEM, options, session=self.session)

@@ -101,8 +101,9 @@ def run_extract(connector: Connector, out_dir: Path, state_path: Path | None = N
                 progress: Callable[[int], None] | None = None) -> ExtractResult:
     """Read ``connector`` from its committed cursor to the end, then rebuild the canonical table."""
     landed = land(connector, out_dir, state_path, progress)
-    dataset_path, quarantine_path, rows = compact(out_dir, landed.state["parts"], connector.dataset, connector.schema,
-                                                  connector.key, connector.version_column)
+    dataset_path, quarantine_path = out_dir / f"{connector.dataset}.parquet", out_dir / "quarantine.parquet"
+    rows = compact(*committed_files(out_dir, landed.state["parts"]), connector.schema, connector.key,
+                   connector.version_column, dataset_path, quarantine_path)
     return ExtractResult(dataset_path, quarantine_path, rows, landed.fetched, landed.quarantined, landed.batches)
 
 
@@ -158,25 +159,27 @@ def land(connector: Connector, out_dir: Path, state_path: Path | None = None,
     return LandResult(state, fetched, quarantined, batches, state["parts"][already:])
 
 
-def compact(out_dir: Path, parts: list[str], dataset: str, schema: pa.Schema, key: tuple[str, ...],
-            version_column: str | None, target_dir: Path | None = None) -> tuple[Path, Path, int]:
-    """Rebuild the canonical table (latest row per key) and the quarantine file from committed parts.
+def committed_files(out_dir: Path, parts: list[str]) -> tuple[list[Path], list[Path]]:
+    """The record and quarantine files of the committed ``parts`` under ``out_dir/parts``."""
+    files = [out_dir / "parts" / p for p in parts]
+    return ([f for f in files if f.name.endswith(".records.parquet")],
+            [f for f in files if f.name.endswith(".quarantine.parquet")])
+
+
+def compact(record_files: list[Path], quarantine_files: list[Path], schema: pa.Schema, key: tuple[str, ...],
+            version_column: str | None, dataset_path: Path, quarantine_path: Path) -> int:
+    """Rebuild a canonical table (latest row per key) and its quarantine file from committed parts;
+    returns the table's row count.
 
     The latest row of a key has the greatest ``version_column``; ties (and datasets without one) go to
-    the row committed last. Output goes to ``target_dir`` (default ``out_dir``)."""
-    target_dir = target_dir or out_dir
-    target_dir.mkdir(parents=True, exist_ok=True)
-    parts_dir = out_dir / "parts"
-    record_files = sorted(str(parts_dir / p) for p in parts if p.endswith(".records.parquet"))
-    quarantine_files = sorted(str(parts_dir / p) for p in parts if p.endswith(".quarantine.parquet"))
-    dataset_path = target_dir / f"{dataset}.parquet"
-    quarantine_path = target_dir / f"{dataset}.quarantine.parquet" if target_dir != out_dir \
-        else out_dir / "quarantine.parquet"
+    the row committed last (files are named in commit order)."""
+    dataset_path.parent.mkdir(parents=True, exist_ok=True)
     columns = ", ".join(f'"{f.name}"' for f in schema)
     keys = ", ".join(f'"{k}"' for k in key)
     order = (f'"{version_column}" DESC NULLS LAST, ' if version_column else "") + "filename DESC, file_row_number DESC"
     rows = 0
-    with duckdb.connect(config={"memory_limit": "512MB", "temp_directory": str(out_dir / ".spill")}) as con:
+    spill = dataset_path.parent / ".spill"
+    with duckdb.connect(config={"memory_limit": "512MB", "temp_directory": str(spill)}) as con:
         with atomic_path(dataset_path) as temp, pq.ParquetWriter(temp, schema, compression="zstd") as writer:
             if record_files:
                 # Streamed batch by batch (DuckDB spills to disk past its limit): memory stays bounded
@@ -184,7 +187,7 @@ def compact(out_dir: Path, parts: list[str], dataset: str, schema: pa.Schema, ke
                 reader = con.sql(
                     f"SELECT {columns} FROM read_parquet($files, filename=true, file_row_number=true) "
                     f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1 ORDER BY {keys}",
-                    params={"files": record_files}).arrow()
+                    params={"files": [str(f) for f in record_files]}).arrow()
                 for batch in reader:
                     writer.write_table(pa.Table.from_batches([batch]).cast(schema))
                     rows += batch.num_rows
@@ -193,7 +196,7 @@ def compact(out_dir: Path, parts: list[str], dataset: str, schema: pa.Schema, ke
     else:
         quarantine = QUARANTINE_SCHEMA.empty_table()
     _write_table(quarantine_path, quarantine.cast(QUARANTINE_SCHEMA))
-    return dataset_path, quarantine_path, rows
+    return rows
 
 
 def terminal_progress(total: int | None, description: str) -> tuple[Callable[[int], None], Callable[[], None]]:

@@ -224,12 +224,12 @@ def sync() -> None:
 @app.command("ui")
 def ui(port: int = typer.Option(3000, min=1, max=65535)) -> None:
     """Start the Dagster UI and daemon on the hub's instance (DAGSTER_HOME is set for you)."""
-    from hub.orchestration import start_ui
+    from hub.orchestration import start_ui, stop_ui, ui_log
 
-    process = start_ui(_settings().home, port)
-    typer.echo(f"Dagster UI at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    home = _settings().home
+    process = start_ui(home, port)
+    typer.echo(f"Dagster UI at http://127.0.0.1:{port} (Ctrl-C to stop; log: {ui_log(home)})")
     try:
         raise typer.Exit(process.wait())
     except KeyboardInterrupt:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_ui(process)

@@ -9,29 +9,40 @@ interrupted. Reconciliation and the lookup API join this job as they are built.
 
 import os
 import shutil
-import signal
 import threading
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from hub.orchestration import run_full_sync, start_ui
+from hub.orchestration import run_full_sync, start_ui, stop_ui, ui_log
 from sandbox.app import Sandbox, SandboxConfig, write_runtime_file
 from sandbox.server import running
 
 
-def report(result, echo: Callable[[str], None]) -> bool:
-    """Print each asset's outcome of a sync run, and each failed check; True if all went well."""
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        rows = materialization.metadata.get("rows")
-        shown = f"{rows.value:,} rows" if rows is not None else "done"
-        echo(f"  {materialization.asset_key.to_user_string():<24} {shown}")
-    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
-    for evaluation in failed:
-        key = evaluation.asset_check_key
-        echo(f"  check FAILED: {key.asset_key.to_user_string()} {key.name}")
-    return result.success and not failed
+def report(results: list, echo: Callable[[str], None]) -> bool:
+    """Print each asset's outcome of a sync's runs, and each failed check; True if all went well."""
+    ok = True
+    for result in results:
+        shown_keys: set[str] = set()
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            key = materialization.asset_key.to_user_string()
+            if key in shown_keys:  # a range run records each day with the run's figures: show them once
+                continue
+            shown_keys.add(key)
+            rows = materialization.metadata.get("rows")
+            shown = f"{rows.value:,} rows" if rows is not None else "done"
+            echo(f"  {key:<24} {shown}" + (f" over {materialization.metadata['days'].value:,} days"
+                                           if "days" in materialization.metadata else ""))
+        failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        for evaluation in failed:
+            key = evaluation.asset_check_key
+            echo(f"  check FAILED: {key.asset_key.to_user_string()} {key.name}")
+        for event in result.all_events:
+            if event.is_step_failure:
+                echo(f"  step FAILED: {event.step_key}: {event.event_specific_data.error.message.strip()}")
+        ok = ok and result.success and not failed
+    return ok
 
 
 def wait_for_ui(url: str, ui, timeout_s: float = 120) -> bool:
@@ -70,17 +81,17 @@ def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, rat
             ui = start_ui(home, ui_port, env)
             url = f"http://127.0.0.1:{ui_port}"
             if not wait_for_ui(url, ui):
-                echo(f"the Dagster UI did not start: {ui.stderr.read()[-2000:] if ui.poll() is not None else 'timeout'}")
-                os.killpg(ui.pid, signal.SIGTERM)
+                tail = ui_log(home).read_text(errors="replace")[-2000:]
+                echo(f"the Dagster UI did not start ({'it exited' if ui.poll() is not None else 'timeout'}); "
+                     f"the end of {ui_log(home)}:\n{tail}")
+                stop_ui(ui)
                 return False
             echo(f"Dagster UI at {url}  (assets, checks, runs; the hourly schedule and the document-axis "
                  "sensor are on). Press Ctrl-C to stop.")
             try:
                 ui.wait()
             finally:
-                if ui.poll() is None:
-                    os.killpg(ui.pid, signal.SIGTERM)
-                    ui.wait(timeout=30)
+                stop_ui(ui)
             return ok
         except KeyboardInterrupt:
             return True

@@ -1,29 +1,67 @@
-"""What runs by itself: an hourly sync of every source, and a sensor on the document axis.
+"""What runs by itself: the hourly syncs and a sensor on the document axis, all on by default.
 
-Both are on by default. The landing assets also carry hourly cron automation conditions and the
-downstream assets eager ones, so the automation daemon keeps them fresh; the schedule is the plain
-form an operator can switch off in the UI.
+- ``land_days`` lands the day-shaped sources (civil status, business registry) for today's partition
+  every hour at :05; the first two runs of a day take yesterday too, so what changed in yesterday's
+  last hour (or under a registry clock a few minutes behind) is never left out.
+- ``sync_all`` at :20 pulls the population copy and the document axis by cursor, rebuilds every
+  canonical table from what has landed, checks them, and publishes the serving snapshot.
+- A backfill of past days started from the UI reaches the canonical tables and the snapshot with the
+  next ``sync_all`` (or at once, by launching it).
 """
 
-import time
+
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from connectors.errors import ConnectorError
-from pipelines.lake import HubLake
+from pipelines.lake import DAY_SHAPED, HubLake
+from pipelines.partitions import TIMEZONE
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+CATCH_UP_HOURS = 2  # runs of a day, from midnight, that also take yesterday
+
+land_days = dg.define_asset_job(
+    "land_days", selection=dg.AssetSelection.assets(*(dg.AssetKey(["landing", s]) for s in DAY_SHAPED)),
+    description="Land the civil-status and business-registry changes of the selected days (a range runs as one run).")
 
 sync_all = dg.define_asset_job(
-    "sync_all", selection=dg.AssetSelection.all(),
-    description="Pull every national system, rebuild the canonical tables, publish the snapshot.")
+    "sync_all", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
+        *(dg.AssetKey(["landing", s]) for s in DAY_SHAPED)),
+    description="Pull the population copy and the document axis, rebuild and check every canonical table "
+                "from what has landed, publish the snapshot.")
+
+sync_population = dg.define_asset_job(
+    "sync_population",
+    selection=dg.AssetSelection.assets(dg.AssetKey(["landing", "population"]), dg.AssetKey(["canonical", "citizens"])),
+    description="Pull the population copy and rebuild (and check) the canonical citizens table, nothing else: "
+                "the largest source refreshed on its own, without a full sync.")
 
 receive_documents = dg.define_asset_job(
     "receive_documents",
-    selection=dg.AssetSelection.assets(dg.AssetKey(["landing", "vdxp"])).downstream(),
-    description="Receive what the document axis holds for the province, store it, then settle it.")
+    selection=dg.AssetSelection.assets(dg.AssetKey(["landing", "vdxp"]), dg.AssetKey(["canonical", "documents"])),
+    description="Receive what the document axis holds for the province, store it, then settle it; rebuild the "
+                "documents table (the next sync_all publishes it).")
 
-hourly_sync = dg.ScheduleDefinition(name="hourly_sync", job=sync_all, cron_schedule="15 * * * *",
-                                    default_status=dg.DefaultScheduleStatus.RUNNING,
-                                    execution_timezone="Asia/Ho_Chi_Minh")
+
+def day_range_tags(first: str, last: str) -> dict[str, str]:
+    """Tags of one run over the partitions ``first``..``last`` (the assets' single-run backfill policy)."""
+    return {RANGE_START: first, RANGE_END: last}
+
+
+@dg.schedule(job=land_days, cron_schedule="5 * * * *", execution_timezone=TIMEZONE,
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="Hourly: today's civil-status and business changes; in the first hours, yesterday's too.")
+def hourly_days(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    now = context.scheduled_execution_time.astimezone(ZoneInfo(TIMEZONE))
+    today = now.date()
+    first = today - timedelta(days=1) if now.hour < CATCH_UP_HOURS else today
+    return dg.RunRequest(run_key=f"days-{now:%Y%m%d%H}", tags=day_range_tags(first.isoformat(), today.isoformat()))
+
+
+hourly_sync = dg.ScheduleDefinition(name="hourly_sync", job=sync_all, cron_schedule="20 * * * *",
+                                    default_status=dg.DefaultScheduleStatus.RUNNING, execution_timezone=TIMEZONE)
 
 
 @dg.sensor(job=receive_documents, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -39,5 +77,6 @@ def document_axis_inbox(context: dg.SensorEvaluationContext, lake: HubLake):
         return dg.SkipReason(f"document axis unreachable: {exc}")
     if not waiting:
         return dg.SkipReason("nothing waiting on the axis")
-    tick = int(time.time() // 60)
-    return dg.RunRequest(run_key=f"inbox-{tick}", tags={"hub/trigger": "document-axis"})
+    tick = int(context.cursor or 0) + 1
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"inbox-{tick}",
+                                                       tags={"hub/trigger": "document-axis"})], cursor=str(tick))

@@ -87,16 +87,12 @@ def checks_for(system: str) -> list[dg.AssetChecksDefinition]:
                     description="Quarantined records stay under HUB_QUARANTINE_MAX_RATE (default 0.02) of all landed.")
     def quarantine_rate(lake: HubLake) -> dg.AssetCheckResult:
         limit = float(os.environ.get("HUB_QUARANTINE_MAX_RATE", "0.02"))
-        landing = lake.landing(system)
-        state = load_state(landing / "state.json", system, spec.DATASET)
-        counted = {"records": 0, "quarantine": 0}
-        for name in state["parts"]:
-            kind = "quarantine" if name.endswith(".quarantine.parquet") else "records"
-            counted[kind] += pq.read_metadata(landing / "parts" / name).num_rows
-        total = counted["records"] + counted["quarantine"]
-        rate = counted["quarantine"] / total if total else 0.0
+        records, quarantined = lake.committed_files(system, spec.DATASET)
+        refused = sum(pq.read_metadata(f).num_rows for f in quarantined)
+        total = refused + sum(pq.read_metadata(f).num_rows for f in records)
+        rate = refused / total if total else 0.0
         return dg.AssetCheckResult(passed=rate <= limit, metadata={
-            "quarantined": counted["quarantine"], "landed": total, "rate": rate, "limit": limit,
+            "quarantined": refused, "landed": total, "rate": rate, "limit": limit,
             "columns": ", ".join(QUARANTINE_SCHEMA.names)})
 
     checks = [schema_matches, keys_unique, quarantine_rate]

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.automation import document_axis_inbox, hourly_sync, receive_documents, sync_all
+from pipelines.automation import (document_axis_inbox, hourly_days, hourly_sync, land_days, receive_documents,
+                                  sync_all, sync_population)
 from pipelines.canonical import canonical_assets
 from pipelines.checks import asset_checks
 from pipelines.lake import HubLake
 from pipelines.publish import snapshot
+from pipelines.scale_out import executor_from_env
 from pipelines.sources import landing_assets
 
 defs = dg.Definitions(
     assets=[*landing_assets, *canonical_assets, snapshot],
     asset_checks=asset_checks,
-    jobs=[sync_all, receive_documents],
-    schedules=[hourly_sync],
+    jobs=[land_days, sync_all, receive_documents, sync_population],
+    schedules=[hourly_days, hourly_sync],
     sensors=[document_axis_inbox],
     resources={"lake": HubLake()},
+    executor=executor_from_env(),
 )

@@ -21,9 +21,9 @@ from schemas.canonical.registry import DATASETS
     deps=[dg.AssetKey(["canonical", DATASETS[system].DATASET]) for system in SYSTEMS],
     description="The serving snapshot: every canonical table in one DuckDB file (published/current.duckdb), "
                 "built aside and swapped in atomically. Blocked while any canonical check fails.",
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def snapshot(context: dg.AssetExecutionContext, lake: HubLake) -> dg.MaterializeResult:
+    started = time.monotonic()
     lake.published.mkdir(parents=True, exist_ok=True)
     built = lake.published / f"snapshot-{time.strftime('%Y%m%dT%H%M%S')}-{context.run.run_id[:8]}.duckdb"
     counts = {}
@@ -44,6 +44,7 @@ def snapshot(context: dg.AssetExecutionContext, lake: HubLake) -> dg.Materialize
     os.replace(built, current)
     return dg.MaterializeResult(metadata={
         **{f"rows_{name}": dg.MetadataValue.int(n) for name, n in counts.items()},
+        "seconds": dg.MetadataValue.float(time.monotonic() - started),
         "bytes": dg.MetadataValue.int(current.stat().st_size),
         "path": dg.MetadataValue.path(str(current)),
     })

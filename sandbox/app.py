@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -96,6 +98,30 @@ class Sandbox:
                                         TokenIssuer(self.runtimes["business"].clients, config.token_lifetime_s))
         self.vdxp = DocumentAxisService(self.residents, self.runtimes["vdxp"], self.truth, seed,
                                         visibility_timeout_s=config.visibility_timeout_s)
+
+    def change(self, share: float, seed: int = 0) -> dict[str, int]:
+        """Change ``share`` of everything now, as the registries would see it: residents get a fresh
+        ``NgayCapNhat``, civil-status records of each module a fresh ``ngayCapNhat``, enterprises a
+        change dossier processed today. The load of an incremental sync, reproducible from ``seed``."""
+        rng = np.random.default_rng([self.config.seed, seed, 99])
+
+        def pick(population: np.ndarray) -> np.ndarray:
+            return rng.choice(population, int(round(len(population) * share)), replace=False)
+
+        for pid in pick(np.arange(self.residents.n)):
+            self.population.registry.touch(int(pid))
+        civil = self.civil.registry
+        counts = {"residents": int(round(self.residents.n * share))}
+        for module, table in civil.tables.items():
+            rows = pick(np.arange(len(table.ids)))
+            for row in rows:
+                civil.update_now(module, int(row))
+            counts[module] = len(rows)
+        enterprises = pick(self.business.registry.changeable())
+        for eid in enterprises:
+            self.business.registry.amend_now(int(eid), time.time())
+        counts["enterprises"] = len(enterprises)
+        return counts
 
     def app(self) -> Starlette:
         routes = [

@@ -570,6 +570,15 @@ class CivilRegistry:
         with self._lock:
             return self.index[module].day(start)
 
+    def update_now(self, module: str, row: int) -> None:
+        """Record a correction of ``row`` now: it leaves its day's list and joins the end of today's."""
+        with self._lock:
+            if row in self.index[module].live:
+                return
+            self._last_moment = max(int(time.time()), self.r.as_of, self._last_moment + 1)
+            self.index[module].move(row, self._last_moment)
+            self._cache.pop((module, row), None)
+
     def touch_listed(self, module: str, start: int, offset: int, rng: np.random.Generator) -> int | None:
         """Update now one record a client paging ``start``'s list from ``offset`` has already been given.
 
