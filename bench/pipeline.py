@@ -91,6 +91,7 @@ def measure(residents: int) -> dict:
         incremental = run_sync(env, Path(tmp), today)
     return {"residents": residents, "full": split(full), "full_rows": full["rows"], "changed": changed,
             "incremental": split(incremental), "incremental_rows": incremental["rows"],
+            "incremental_seconds": incremental["seconds"],
             "incremental_share": incremental["wall"] / full["wall"]}
 
 
@@ -110,7 +111,8 @@ def main() -> None:
                   f"{f['transform_s']:>12.1f} {f['overhead_s']:>11.1f} {100 * f['overhead_share']:>11.1f} {share:>10}")
     for r in results:
         print(f"{r['residents']:,}: full sync rows {r['full_rows']}; changed {r['changed']}; "
-              f"incremental rows {r['incremental_rows']}")
+              f"incremental rows {r['incremental_rows']}; incremental seconds per asset "
+              f"{ {k: round(v, 2) for k, v in r['incremental_seconds'].items()} }")
     print(json.dumps({f"{kind}_{fig}_{r['residents']}": round(r[kind][fig], 3)
                       for r in results for kind in ("full", "incremental") for fig in r[kind]}
                      | {f"incremental_share_{r['residents']}": round(r["incremental_share"], 4) for r in results}))

@@ -191,11 +191,45 @@ def compact(record_files: list[Path], quarantine_files: list[Path], schema: pa.S
                 for batch in reader:
                     writer.write_table(pa.Table.from_batches([batch]).cast(schema))
                     rows += batch.num_rows
+    write_quarantine(quarantine_files, quarantine_path)
+    return rows
+
+
+def write_quarantine(quarantine_files: list[Path], quarantine_path: Path) -> None:
+    """Every refused record of the committed quarantine parts, in one file for an operator."""
     if quarantine_files:
         quarantine = pa.concat_tables(pq.read_table(f) for f in quarantine_files)
     else:
         quarantine = QUARANTINE_SCHEMA.empty_table()
     _write_table(quarantine_path, quarantine.cast(QUARANTINE_SCHEMA))
+
+
+def merge(existing: Path, record_files: list[Path], schema: pa.Schema, key: tuple[str, ...],
+          version_column: str | None, dataset_path: Path) -> int:
+    """Fold newly committed parts into an existing canonical table (latest row per key), returns its rows.
+
+    Equivalent to :func:`compact` over all the parts when every part behind ``existing`` is still
+    committed, at the cost of one hash join of the table with the new rows instead of a sort of all of
+    them: what keeps an incremental sync proportional to what changed. A new row replaces the current
+    one of its key unless the current one is strictly newer (ties go to the row committed last)."""
+    columns = ", ".join(f'"{f.name}"' for f in schema)
+    keys = ", ".join(f'"{k}"' for k in key)
+    joined = " AND ".join(f'n."{k}" = o."{k}"' for k in key)
+    order = (f'"{version_column}" DESC NULLS LAST, ' if version_column else "") + "filename DESC, file_row_number DESC"
+    newer = "TRUE" if not version_column else (
+        f'o."{version_column}" IS NULL OR (n."{version_column}" IS NOT NULL AND n."{version_column}" >= o."{version_column}")')
+    sql = (f"WITH n AS (SELECT {columns} FROM read_parquet($new, filename=true, file_row_number=true) "
+           f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1), "
+           f"o AS (SELECT {columns} FROM read_parquet($old)), "
+           f"w AS (SELECT n.* FROM n LEFT JOIN o ON {joined} WHERE o.\"{key[0]}\" IS NULL OR {newer}) "
+           f"SELECT {columns} FROM o ANTI JOIN w USING ({keys}) UNION ALL SELECT {columns} FROM w")
+    rows = 0
+    with duckdb.connect(config={"memory_limit": "512MB", "temp_directory": str(dataset_path.parent / ".spill")}) as con:
+        reader = con.sql(sql, params={"new": [str(f) for f in record_files], "old": str(existing)}).arrow()
+        with atomic_path(dataset_path) as temp, pq.ParquetWriter(temp, schema, compression="zstd") as writer:
+            for batch in reader:
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+                rows += batch.num_rows
     return rows
 
 

@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 
+from hub.audit_cli import audit_app
 from hub.config import ConfigError, Settings
 
 app = typer.Typer(help="LGSP Hub: a provincial data-integration hub.", no_args_is_help=True,
@@ -22,6 +23,7 @@ app = typer.Typer(help="LGSP Hub: a provincial data-integration hub.", no_args_i
 sandbox_app = typer.Typer(help="The national-systems sandbox (population, civil status, business, document axis).",
                           no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(audit_app, name="audit")
 
 
 def _settings() -> Settings:
