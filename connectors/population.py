@@ -1,10 +1,17 @@
 """Connector for the National Population Database (``national-systems.md`` §1), SOAP.
 
 zeep is used for what it is good at: the WSDL (loaded once per process from ``schemas/wsdl``), the
-request envelope and WS-Security. The bulk answers of ``DongBoCongDan`` are read with lxml straight
-into columns (zeep's object mapping is several times slower), and the next page is fetched and
-parsed in a background thread while the current one is turned into Arrow, so the network and the
-parser overlap. Memory is bounded by two pages whatever the size of the province.
+request envelope and WS-Security. The bulk answers of ``DongBoCongDan`` are read straight into
+columns (zeep's object mapping is several times slower), and the next page is fetched and parsed in
+a background thread while the current one is turned into Arrow, so the network and the parser
+overlap. Memory is bounded by two pages whatever the size of the province.
+
+Every answer is parsed in full by lxml, which decides well-formedness, refuses DTDs and reads faults.
+Walking that tree element by element from Python costs more than the parse itself, though, so when
+the records' bytes are plain XML (UTF-8; only the record elements, without attributes, comments,
+CDATA or carriage returns) the columns are cut out of those already-checked bytes by numpy and Arrow
+instead (:func:`scan_columns`). Any other answer takes the tree walk (:func:`extract_columns`); both
+give the same columns.
 
 Cursor: ``{"since": yyyyMMddHHmmss, "after": ConTro | None, "pass_started": ThoiDiemDuLieu}``. A pass
 reads every record changed since ``since``; when it ends, the next pass starts from the server time
@@ -16,11 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -86,6 +94,23 @@ def raise_fault(fault: etree._Element) -> None:
     raise PermanentError(f"fault {code or '?'}: {message}", code=code)
 
 
+def read_body_at_once(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """Response hook: read the body in one piece of its announced length (at most 64 MB a piece).
+    requests reads it in 10 kB pieces, and going through urllib3 250 times costs about 2 ms of CPU
+    per 2.5 MB page; the bytes, and the errors a broken body raises, are the same.
+
+    requests keeps a body it has read in ``_content``; setting it is how ``response.content`` is
+    served from here on (hooks run before requests reads the body itself)."""
+    if response._content is False and not response._content_consumed:
+        announced = response.headers.get("Content-Length", "")
+        piece = min(int(announced), _MAX_PIECE) if announced.isdigit() and int(announced) > 0 else _DEFAULT_PIECE
+        response._content = b"".join(response.iter_content(piece)) or b""
+    return response
+
+
+_DEFAULT_PIECE, _MAX_PIECE = 1 << 20, 1 << 26
+
+
 @dataclass
 class Page:
     """One parsed ``DongBoCongDan`` answer, ready to be turned into columns."""
@@ -96,6 +121,7 @@ class Page:
     sha256: str
     server_time: str
     next_cursor: str | None
+    body: bytes | None = None  # the answer as received, for the column scan
 
 
 class PopulationConnector:
@@ -115,6 +141,9 @@ class PopulationConnector:
         self.page_size = page_size
         self.since = since
         self.transport = transport or Transport(SYSTEM, base_url=base_url)
+        hooks = self.transport.session.hooks["response"]
+        if read_body_at_once not in hooks:
+            hooks.insert(0, read_body_at_once)
         self._service = _wsdl_client().create_service(BINDING, self.endpoint)
 
     @classmethod
@@ -160,7 +189,7 @@ class PopulationConnector:
                 raise MalformedResponse("answer has no CongdanCollection")
             cursor = (element.findtext(f"{{{DAN}}}ConTro") or "").strip() or None
             return Page(element, sent["id"], datetime.now(timezone.utc), hashlib.sha256(response.content).hexdigest(),
-                        server_time, cursor)
+                        server_time, cursor, response.content)
 
         return self.transport.call("DongBoCongDan", build, parse, attempts)
 
@@ -204,7 +233,7 @@ class PopulationConnector:
             if etree.QName(element).localname != f"{operation}Response":
                 raise MalformedResponse(f"expected {operation}Response, got {etree.QName(element).localname}")
             return Page(element, sent["id"], datetime.now(timezone.utc), hashlib.sha256(response.content).hexdigest(),
-                        "", None)
+                        "", None, response.content)
 
         return self.transport.call(operation, build, parse)
 
@@ -266,32 +295,44 @@ class PopulationConnector:
     # -- columns ------------------------------------------------------------------------------------
     def to_tables(self, page: Page, number: int) -> tuple[pa.Table, pa.Table]:
         """Canonical rows and quarantined rows of one page."""
-        elements, texts = extract_columns(page.element)
+        elements, texts = read_columns(page.element, page.body)
         n = len(elements)
         columns: dict[str, pa.Array] = {}
         problems: list[str | None] = [None] * n
-        for name, values in texts.items():
-            array = pc.utf8_trim_whitespace(pa.array(values, pa.string()))
+        for name, array in texts.items():
             kind = citizens.TYPED.get(name)
             columns[name] = array if kind is None else _convert(name, array, kind, problems)
         ids = columns["personal_id"].to_pylist()
         # Vectorised first pass; only suspicious rows get the (slower) explanation in Python.
-        plausible = pc.match_substring_regex(columns["personal_id"], _PLAUSIBLE_ID).to_pylist()
-        no_update = columns["updated_at"].is_null().to_pylist()
-        for i in np.flatnonzero(~np.array(plausible, bool) | np.array(no_update, bool)):
+        plausible = pc.match_substring_regex(columns["personal_id"], _PLAUSIBLE_ID).to_numpy(zero_copy_only=False)
+        no_update = columns["updated_at"].is_null().to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(~plausible | no_update):
             if problems[i] is None:
                 problems[i] = ("SoDinhDanh is missing" if not ids[i] else personal_id_problem(ids[i])
                                or "NgayCapNhat is missing")
-        ok = np.array([p is None for p in problems], bool)
+        bad = [i for i, problem in enumerate(problems) if problem is not None]
+        return self._records(page, columns, bad), self._rejected(page, number, elements, ids, problems, bad)
+
+    def _records(self, page: Page, columns: dict[str, pa.Array], bad: list[int]) -> pa.Table:
+        """The accepted rows with their provenance, in the canonical schema."""
+        n = len(columns["personal_id"])
         provenance = {
             "source_system": pa.repeat(pa.scalar(SYSTEM), n),
             "request_id": pa.repeat(pa.scalar(page.request_id), n),
             "fetched_at": pa.repeat(pa.scalar(page.fetched_at, pa.timestamp("ms", tz="UTC")), n),
             "payload_sha256": pa.repeat(pa.scalar(page.sha256), n),
         }
-        table = pa.table({**columns, **provenance}).filter(pa.array(ok)).cast(self.schema)
-        bad = np.flatnonzero(~ok)
-        rejected = pa.table({
+        table = pa.table({**columns, **provenance})
+        if bad:  # most pages have nothing to drop, and filtering copies every column
+            keep = np.ones(n, bool)
+            keep[bad] = False
+            table = table.filter(pa.array(keep))
+        return table.cast(self.schema)
+
+    def _rejected(self, page: Page, number: int, elements: Sequence[etree._Element], ids: list[str | None],
+                  problems: list[str | None], bad: list[int]) -> pa.Table:
+        """The quarantined rows: why, where on the page, and the record as received."""
+        return pa.table({
             "source_system": [SYSTEM] * len(bad),
             "dataset": [self.dataset] * len(bad),
             "operation": ["DongBoCongDan"] * len(bad),
@@ -302,7 +343,6 @@ class PopulationConnector:
             "raw": [etree.tostring(elements[i], encoding="unicode") for i in bad],
             "fetched_at": pa.repeat(pa.scalar(page.fetched_at, pa.timestamp("ms", tz="UTC")), len(bad)),
         }, schema=QUARANTINE_SCHEMA)
-        return table, rejected
 
 
 def _convert(name: str, array: pa.Array, kind: pa.DataType, problems: list[str | None]) -> pa.Array:
@@ -310,25 +350,48 @@ def _convert(name: str, array: pa.Array, kind: pa.DataType, problems: list[str |
     empty = pc.equal(pc.utf8_length(array), 0)
     present = pc.invert(pc.fill_null(empty, True))
     if pa.types.is_integer(kind):
-        valid = pc.match_substring_regex(array, r"^\s*-?\d+\s*$")
-        converted = pc.cast(pc.if_else(valid, pc.utf8_trim_whitespace(array), None), kind, safe=False)
-        description = "a number"
+        valid = pc.match_substring_regex(array, r"^\s*-?0*\d{1,18}\s*$")  # at most 18 digits fit an int64
+        wide = pc.cast(pc.if_else(valid, pc.utf8_trim_whitespace(array), None), pa.int64())
+        bounds = np.iinfo(kind.to_pandas_dtype())
+        fits = pc.and_(pc.greater_equal(wide, bounds.min), pc.less_equal(wide, bounds.max))
+        _report(name, array, pc.and_(present, pc.invert(pc.fill_null(valid, False))), "a number", problems)
+        _report(name, array, pc.and_(present, pc.invert(pc.fill_null(fits, True))),
+                f"a number from {bounds.min} to {bounds.max}", problems)
+        return pc.cast(pc.if_else(fits, wide, None), kind)
+    # Arrow's strptime rolls 31/02 over into March; a value is valid only if it renders back as itself.
+    fmt, width = ("%Y%m%d", 8) if pa.types.is_date(kind) else ("%Y%m%d%H%M%S", 14)
+    parsed = pc.strptime(array, format=fmt, unit="s", error_is_null=True)
+    valid = _renders_back(array, parsed, width)
+    if pa.types.is_date(kind):
+        converted, description = pc.cast(parsed, pa.date32()), "a date yyyyMMdd"
     else:
-        # Arrow's strptime rolls 31/02 over into March; a value is valid only if it renders back as itself.
-        fmt = "%Y%m%d" if pa.types.is_date(kind) else "%Y%m%d%H%M%S"
-        parsed = pc.strptime(array, format=fmt, unit="s", error_is_null=True)
-        valid = pc.equal(pc.strftime(parsed, format=fmt), array)
-        if pa.types.is_date(kind):
-            converted, description = pc.cast(parsed, pa.date32()), "a date yyyyMMdd"
-        else:
-            converted = pc.assume_timezone(parsed, timezone="Asia/Ho_Chi_Minh")
-            description = "a time yyyyMMddHHmmss"
-    wrong = np.flatnonzero(pc.and_(present, pc.invert(pc.fill_null(valid, False))).to_numpy(zero_copy_only=False))
+        converted = pc.assume_timezone(parsed, timezone="Asia/Ho_Chi_Minh")
+        description = "a time yyyyMMddHHmmss"
+    _report(name, array, pc.and_(present, pc.invert(pc.fill_null(valid, False))), description, problems)
+    return converted
+
+
+def _report(name: str, array: pa.Array, wrong: pa.Array, description: str, problems: list[str | None]) -> None:
+    """Note, for each row ``wrong`` marks, that its value of ``name`` is not ``description``."""
     element = citizens.WIRE_TEXT[name]
-    for i in wrong:
+    for i in np.flatnonzero(wrong.to_numpy(zero_copy_only=False)):
         if problems[i] is None:
             problems[i] = f"{element} {array[i].as_py()!r} is not {description}"
-    return converted
+
+
+def _renders_back(text: pa.Array, parsed: pa.Array, width: int) -> pa.Array:
+    """Whether ``parsed`` formats back as exactly ``text`` (``width`` 8: yyyyMMdd, 14: with HHmmss).
+
+    ``strftime`` pads every field with zeros, so it gives ``text`` back exactly when ``text`` is
+    ``width`` ASCII digits whose value is the parsed fields read as one number; checked that way it
+    costs a tenth of formatting a thousand values."""
+    digits = pc.match_substring_regex(text, f"^[0-9]{{{width}}}$")
+    number = pc.cast(pc.if_else(digits, text, None), pa.int64())
+    fields = [pc.year, pc.month, pc.day] + ([pc.hour, pc.minute, pc.second] if width == 14 else [])
+    rendered = fields[0](parsed)
+    for field in fields[1:]:
+        rendered = pc.add(pc.multiply(rendered, 100), field(parsed))
+    return pc.equal(rendered, number)
 
 
 #: A 12-digit personal ID whose province part is not 000 and whose gender/century digit is 0-5.
@@ -386,3 +449,195 @@ def extract_columns(response: etree._Element) -> tuple[list[etree._Element], dic
             row[index] = element.text or ""
     columns = list(zip(*rows)) if rows else [()] * width
     return elements, dict(zip(_COLUMNS, columns))
+
+
+# -- reading the records into text columns ------------------------------------------------------
+
+def read_columns(response: etree._Element, body: bytes | None) -> tuple[Sequence[etree._Element],
+                                                                         dict[str, pa.Array]]:
+    """The ``ns1:CongDan`` elements of an answer and their text columns, whitespace-trimmed, ``""``
+    where a record has no such element: by :func:`scan_columns` when the bytes allow it, else by
+    walking the tree."""
+    collection = response.find(_COLLECTION)
+    if body is not None and collection is not None:
+        columns = scan_columns(body, collection)
+        if columns is not None:
+            return collection, columns
+    elements, texts = extract_columns(response)
+    return elements, {name: pc.utf8_trim_whitespace(pa.array(values, pa.string())) for name, values in texts.items()}
+
+
+def scan_columns(body: bytes, collection: etree._Element) -> dict[str, pa.Array] | None:
+    """The text columns of ``collection``'s records cut out of ``body``, the bytes lxml parsed it
+    from, with no Python work per element; ``None`` when those bytes are not plain enough for that.
+
+    Plain means: UTF-8; between the collection's two tags only the known record elements, in the
+    collection's own prefix, without attributes, at most two levels below ``CongDan``, each in a
+    record at most once; no comments, CDATA, processing instructions or carriage returns (the parser
+    would have changed those); no record outside the collection. lxml has already checked that the
+    bytes are well-formed, so in such bytes every ``<`` opens a tag and the first ``>`` after it ends it.
+    """
+    if not len(collection):
+        return {name: pa.array([], pa.string()) for name in _COLUMNS}
+    span = _records_span(body, collection)
+    if span is None:
+        return None
+    start, end, prefix = span
+    segments = _segments(body, start, end)
+    codes = None if segments is None else _tag_codes(segments, _tags(prefix))
+    records = len(collection)
+    placed = None if codes is None else _place(codes, records)
+    if placed is None:
+        return None
+    values = _gather(segments, *placed, records, unescape=body.find(b"&", start, end) >= 0)
+    return {name: values.slice(i * records, records) for i, name in enumerate(_COLUMNS)}
+
+
+def _records_span(body: bytes, collection: etree._Element) -> tuple[int, int, str] | None:
+    """Where the collection's content lies in ``body`` and the prefix its tags use, if the document
+    is UTF-8 and nothing but the collection's own two tags (not a comment, not a second collection)
+    mentions it, and no record sits outside it."""
+    encoding = (collection.getroottree().docinfo.encoding or "").lower()
+    if encoding not in ("utf-8", "utf8") or len(body) >= 2**31:  # UTF-16 or -32 are not found below
+        return None
+    prefix = collection.prefix or ""
+    qualified = f"{prefix}:".encode() if prefix else b""
+    # A third mention between these two would be inside the records: as text it is harmless, as a
+    # tag it is not a record tag, and the scan gives up.
+    first, second = body.find(_NAME), body.rfind(_NAME)
+    opening, closing = first - len(qualified) - 1, second - len(qualified) - 2
+    if opening < 0 or second <= first:
+        return None
+    if body[opening:first] != b"<" + qualified or body[closing:second] != b"</" + qualified:
+        return None
+    tag = _START_TAG_REST.match(body, first + len(_NAME))
+    if tag is None or tag.group(1) or not _END_TAG_REST.match(body, second + len(_NAME)):
+        return None
+    start, end = tag.end(), closing
+    if _RECORD_TAG.search(body, 0, opening) or _RECORD_TAG.search(body, second) or body.find(b"\r", start, end) >= 0:
+        return None
+    return start, end, prefix
+
+
+#: A ``CongDan`` start tag in any prefix (outside the collection, the tree walk would read it as a record).
+_RECORD_TAG = re.compile(rb"<(?:[^\s<>/:]+:)?CongDan[\s/>]")
+_NAME = b"CongdanCollection"
+#: The rest of a start tag after its name: attributes (quoted values may hold ``>``), then ``>`` or ``/>``.
+_START_TAG_REST = re.compile(rb"""(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(/?)>""")
+_END_TAG_REST = re.compile(rb"\s*>")
+
+
+def _segments(body: bytes, start: int, end: int) -> pa.Array | None:
+    """``body[start:end]`` cut at every tag boundary into alternating tags and texts, ``"<tag>"``,
+    ``"text"``, ``"<tag>"``, … as one Arrow array over the same bytes (nothing is copied), plus a
+    last, empty, segment that stands for absent values. ``None`` if a ``<`` is never closed."""
+    view = np.frombuffer(body, np.uint8, end - start, start)
+    opens = np.flatnonzero(view == ord("<"))
+    closes = np.flatnonzero(view == ord(">"))
+    if len(closes) != len(opens):  # some text holds a '>': a tag ends at the first '>' after its '<'
+        first = np.searchsorted(closes, opens)
+        if len(opens) and first[-1] >= len(closes):
+            return None
+        closes = closes[first]
+    offsets = np.empty(2 * len(opens) + 2, np.int32)
+    offsets[0:-2:2] = opens + start
+    offsets[1:-2:2] = closes + start + 1
+    offsets[-2:] = end
+    return pa.Array.from_buffers(pa.string(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(body)])
+
+
+@dataclass(frozen=True)
+class _TagSet:
+    """The tags a record may contain, spelled with one prefix: code ``3k`` opens element ``k``,
+    ``3k+1`` closes it, ``3k+2`` is it empty (``<p:X/>``)."""
+
+    spelled: pa.Array
+    depth_change: np.ndarray  # +1, -1 or 0 per code
+    element: np.ndarray  # element number per code
+
+
+@lru_cache(maxsize=8)
+def _tags(prefix: str) -> _TagSet:
+    qualified = f"{prefix}:" if prefix else ""
+    spelled = [form for name in _ELEMENTS for form in (f"<{qualified}{name}>", f"</{qualified}{name}>",
+                                                       f"<{qualified}{name}/>")]
+    codes = np.arange(len(spelled))
+    return _TagSet(pa.array(spelled, pa.string()), np.array([1, -1, 0], np.int8)[codes % 3], codes // 3)
+
+
+def _tag_codes(segments: pa.Array, tags: _TagSet) -> np.ndarray | None:
+    """The code of every tag segment, or ``None`` if one is not a known record tag. Text segments
+    never match (they cannot contain ``<``, with which every known tag starts), so the tags are all
+    known exactly when the texts are the only misses."""
+    found = pc.index_in(segments, value_set=tags.spelled)
+    texts = len(segments) // 2 + 1
+    if found.null_count != texts:
+        return None
+    return np.frombuffer(found.buffers()[1], np.int32, len(found), found.offset)[0:-1:2]
+
+
+def _place(codes: np.ndarray, records: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """For every value of the page: its slot (``record * width + column``) and the segment holding
+    its text (-1 for an empty element). ``None`` if the tags do not have the shape of records:
+    ``CongDan`` elsewhere than around a record, deeper nesting, an element twice in one record."""
+    tags = _tags("")  # depth change and element number do not depend on the prefix
+    change = tags.depth_change[codes]
+    opening = np.flatnonzero(change >= 0)
+    change_at = change[opening]
+    level = np.cumsum(change, dtype=np.int16)[opening] - change_at  # 0: a record, 1: its child, 2: its grandchild
+    element = tags.element[codes[opening]]
+    is_record = level == 0
+    if level.max() > 2 or (is_record != (element == _CONG_DAN_NUMBER)).any() or is_record.sum() != records:
+        return None
+    # A start tag followed by an end tag encloses only text: a leaf. A grandchild's column depends on
+    # the child it is in, the last child opened before it; a child's on the row of top-level columns.
+    leaf = (change_at == 0) | (change[np.minimum(opening + 1, len(codes) - 1)] == -1)
+    child = level == 1
+    parent = element[np.maximum.accumulate(np.where(child, np.arange(len(opening)), 0))]
+    parent[child] = _TOP_ROW
+    column = _COLUMN_OF[parent, element]
+    keep = leaf & (column >= 0)
+    slots = (np.cumsum(is_record) - 1)[keep] * len(_COLUMNS) + column[keep]
+    if len(slots) and np.bincount(slots).max() > 1:
+        return None
+    text = np.where(change_at[keep] == 0, -1, 2 * opening[keep] + 1)  # -1: the last, empty segment
+    return slots, text
+
+
+def _gather(segments: pa.Array, slots: np.ndarray, text: np.ndarray, records: int, unescape: bool) -> pa.Array:
+    """All columns one after the other in one string array (``""`` where a record has no value),
+    character references resolved, whitespace trimmed, as the tree walk gives them."""
+    index = np.full(records * len(_COLUMNS), len(segments) - 1, np.int32)
+    index[slots] = np.where(text < 0, len(segments) - 1, text)
+    values = segments.take(index.reshape(records, len(_COLUMNS)).T.ravel())
+    if unescape:
+        escaped = pc.match_substring(values, "&")
+        where = np.flatnonzero(escaped.to_numpy(zero_copy_only=False))
+        if len(where):
+            resolved = [_REFERENCE.sub(_resolve, values[int(i)].as_py()) for i in where]
+            values = pc.replace_with_mask(values, escaped, pa.array(resolved, pa.string()))
+    return pc.utf8_trim_whitespace(values)
+
+
+#: The references well-formed XML without a DTD may contain (lxml has refused anything else).
+_REFERENCE = re.compile(r"&(?:#x([0-9A-Fa-f]+)|#([0-9]+)|(lt|gt|amp|quot|apos));")
+_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
+
+
+def _resolve(reference: re.Match) -> str:
+    hexadecimal, decimal, name = reference.groups()
+    return chr(int(hexadecimal, 16)) if hexadecimal else chr(int(decimal)) if decimal else _NAMED[name]
+
+
+_COLLECTION = f"{{{NS1}}}CongdanCollection"
+#: Every element name a record may contain, and where each lands: a column number, or -1.
+_ELEMENTS = sorted({part for path in citizens.WIRE_TEXT.values() for part in path.split("/")} | {"CongDan"})
+_NUMBER = {name: i for i, name in enumerate(_ELEMENTS)}
+_CONG_DAN_NUMBER = _NUMBER["CongDan"]
+#: ``_COLUMN_OF[parent, element]``: the column of ``element`` inside ``parent``; row ``_TOP_ROW`` is for
+#: the record's own children. A ``CongDan`` is in no column, so a record never lands anywhere.
+_TOP_ROW = len(_ELEMENTS)
+_COLUMN_OF = np.full((len(_ELEMENTS) + 1, len(_ELEMENTS)), -1, np.int64)
+for _i, _path in enumerate(citizens.WIRE_TEXT.values()):
+    _parts = [_NUMBER[part] for part in _path.split("/")]
+    _COLUMN_OF[_parts[0] if len(_parts) == 2 else _TOP_ROW, _parts[-1]] = _i

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import random
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Protocol, TypeVar
 
 import requests
 import requests.adapters
@@ -68,7 +69,17 @@ def options_from_env(system: str, environ: Mapping[str, str]) -> TransportOption
                 values[name] = kind(raw)
             except ValueError:
                 raise ValueError(f"{variable} must be a {kind.__name__}, got {raw!r}") from None
+            _check_tls_path(variable, name, raw)
     return TransportOptions(**values)
+
+
+def _check_tls_path(variable: str, option: str, path: str) -> None:
+    """A TLS file that is not there is a configuration error, said when the connector is built:
+    requests would only notice at the first call, with an ``OSError`` no caller expects."""
+    if option in ("client_cert", "client_key") and not os.path.isfile(path):
+        raise ValueError(f"{variable} names {path!r}, which is not a file")
+    if option == "ca_bundle" and not os.path.exists(path):  # a file of CAs, or a directory of them
+        raise ValueError(f"{variable} names {path!r}, which does not exist")
 
 
 @dataclass
@@ -158,9 +169,12 @@ class Transport:
                 # refusal is final) and the call retried like any transient failure.
                 self.auth.refresh()
                 raise TokenRefused(f"token refused ({exc}); fetched a fresh one") from None
+            except requests.exceptions.SSLError as exc:
+                raise self._tls_failure(request.url, exc) from None
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
-                raise TransientError(describe_network_error(exc)) from None
+                hint = self._no_certificate_hint(request.url, exc)
+                raise TransientError(describe_network_error(exc) + hint) from None
 
         retrying = Retrying(stop=stop_after_attempt(attempts), wait=self._wait,
                             retry=retry_if_exception_type(TransientError), sleep=self._sleep, reraise=True,
@@ -179,6 +193,40 @@ class Transport:
                                  f"credentials refused: {exc}", code="100") from exc
         except PermanentError as exc:
             raise ConnectorError(self.system, operation, state["request_id"], str(exc), code=exc.code) from exc
+
+    def _tls_failure(self, url: str, exc: requests.exceptions.SSLError) -> Exception:
+        """A certificate that does not verify, or one the server refuses, does not get better with
+        retries: one attempt, and a message naming the setting to look at. Other TLS failures (a
+        connection cut during the handshake) are transient."""
+        cause = next((c for c in _causes(exc) if isinstance(c, ssl.SSLError)), None)
+        variable = f"HUB_{self.system.upper()}"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            trusted = self.options.ca_bundle or "the system's CA store"
+            return PermanentError(f"cannot verify the TLS certificate of {url}: {cause.verify_message} "
+                                  f"(trusted: {trusted}; see {variable}_CA_BUNDLE)")
+        reason = f"{cause.reason} {cause}" if cause is not None else ""
+        if any(code in reason for code in _OWN_CERTIFICATE_UNUSABLE):
+            return PermanentError(f"the TLS client certificate {self.options.client_cert} cannot be used: "
+                                  f"{cause.strerror or cause} (see {variable}_TLS_CERT, {variable}_TLS_KEY)")
+        if any(code in reason for code in _CERTIFICATE_REFUSED):
+            return PermanentError(f"{url} refused the TLS connection: {cause.strerror or cause} (client certificate: "
+                                  f"{self.options.client_cert or 'none'}; see {variable}_TLS_CERT, {variable}_TLS_KEY)")
+        return TransientError(describe_network_error(exc) + self._no_certificate_hint(url, exc))
+
+    def _no_certificate_hint(self, url: str, exc: BaseException) -> str:
+        """Under TLS 1.3 a server that refuses the client's certificate, or gets none, closes the
+        connection after the handshake, before answering, and the client cannot tell that from a
+        dropped connection: the message says which certificate was offered."""
+        if not url.startswith("https://") or not isinstance(exc, requests.ConnectionError):
+            return ""
+        if not any(isinstance(c, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)) for c in _causes(exc)):
+            return ""
+        variable = f"HUB_{self.system.upper()}_TLS_CERT"
+        if not self.options.client_cert:
+            return (f"; no TLS client certificate is configured ({variable}), and a server that requires one "
+                    "closes the connection like this")
+        return (f"; a server that does not accept the TLS client certificate {self.options.client_cert} "
+                f"({variable}) closes the connection like this")
 
     def _wait(self, retry_state: RetryCallState) -> float:
         """Full-jitter exponential back-off, but never shorter than the server's Retry-After."""
@@ -214,6 +262,26 @@ def describe_network_error(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.Timeout):
         return f"timed out waiting for {url}"
     return f"{type(exc).__name__} talking to {url}: {exc}"
+
+
+#: OpenSSL reasons for a server refusing the client's certificate (or the lack of one).
+_CERTIFICATE_REFUSED = ("ALERT_CERTIFICATE", "ALERT_BAD_CERTIFICATE", "ALERT_UNSUPPORTED_CERTIFICATE",
+                        "ALERT_UNKNOWN_CA", "ALERT_ACCESS_DENIED")
+#: OpenSSL reasons for a client certificate or key that cannot be loaded or do not belong together.
+_OWN_CERTIFICATE_UNUSABLE = ("KEY_VALUES_MISMATCH", "NO_START_LINE", "BAD_BASE64_DECODE", "PEM lib")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: requests, urllib3, ssl and socket keep the cause in different places."""
+    cause: object = exc
+    for _ in range(12):
+        if not isinstance(cause, BaseException):
+            return
+        yield cause
+        wrapped = [a for a in getattr(cause, "args", ()) if isinstance(a, BaseException)]
+        reason = getattr(cause, "reason", None)
+        cause = (reason if isinstance(reason, BaseException) else None) or cause.__cause__ or cause.__context__ \
+            or (wrapped[0] if wrapped else None)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

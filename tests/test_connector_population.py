@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import random
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from lxml import etree
 
 from connectors.errors import ConnectorError, MalformedResponse, PermanentError
 from connectors.extract import run_extract
-from connectors.population import PopulationConnector, parse_soap
+from connectors.population import Page, PopulationConnector, parse_soap, scan_columns
 from connectors.registry import build_connector
 from hub.config import Settings
 from sandbox.faults import FaultPlan
+from sandbox.soap import envelope
 from schemas.canonical import citizens
 from tests.extract_helpers import extract_env, extract_killed_then_resumed, run_extract_cli
 
@@ -181,3 +187,223 @@ def test_configuration_errors_name_the_variable(clean_sandbox):
         connector({**clean_sandbox.env, "HUB_POPULATION_URL": "http://127.0.0.1:9"},
                   HUB_POPULATION_MAX_ATTEMPTS="1").lookup(personal_id="031090000001", full_name="A", birth="1990",
                                                           procedure="1.000894")
+
+
+# -- the column scan reads what the tree walk reads ----------------------------------------------
+
+DAN = "http://dancuquocgia.bca"
+NS1 = "http://www.mic.gov.vn/dancu/1.0"
+SAMPLE = Path(__file__).resolve().parents[2] / "shared/reference/samples/csdlqg_dancu_congdan_response.sanitized.xml"
+
+
+def sync_answer(records: list[str]) -> bytes:
+    """A DongBoCongDan answer around ``records`` (``ns1:CongDan`` elements as text)."""
+    return envelope([f'<dan:DongBoCongDanResponse xmlns:dan="{DAN}"><dan:MaYeuCau>r-1</dan:MaYeuCau>'
+                     "<dan:ThoiDiemDuLieu>20250101000000</dan:ThoiDiemDuLieu>"
+                     f'<ns1:CongdanCollection xmlns:ns1="{NS1}">', *records,
+                     "</ns1:CongdanCollection></dan:DongBoCongDanResponse>"])
+
+
+def read_both_ways(body: bytes, response: etree._Element | None = None) -> tuple[bool, tuple, tuple]:
+    """Whether the column scan took ``body``, and the page's tables read with and without it."""
+    offline = PopulationConnector("http://127.0.0.1:9", "u", "p", province="31", agency_code="000.00.00.H31",
+                                  officer_id="031090000001")
+    response = response if response is not None else parse_soap(body)
+    collection = response.find(f"{{{NS1}}}CongdanCollection")
+    scanned = collection is not None and scan_columns(body, collection) is not None
+    fetched = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    tables = [offline.to_tables(Page(response, "r-1", fetched, "0" * 64, "20250101000000", None, raw), 3)
+              for raw in (body, None)]
+    return scanned, *tables
+
+
+def rebuilt(body: bytes, change: Callable[[etree._Element], None], **serialise) -> bytes:
+    """``body`` parsed, changed in place by ``change`` and serialised again."""
+    root = etree.fromstring(body)
+    change(root)
+    return etree.tostring(root, xml_declaration=True, encoding=serialise.pop("encoding", "UTF-8"), **serialise)
+
+
+def records_of(root: etree._Element) -> list[etree._Element]:
+    return root.findall(f".//{{{NS1}}}CongDan")
+
+
+def leaf(record: etree._Element, path: str) -> etree._Element:
+    return record.find("/".join(f"{{{NS1}}}{part}" for part in path.split("/")))
+
+
+def reorder(root: etree._Element) -> None:
+    for record in records_of(root):
+        for element in [record, *record]:
+            element[:] = list(reversed(element))
+
+
+def drop_some(root: etree._Element) -> None:
+    """A different element gone from every record (never the key or the version, which are required)."""
+    required = {f"{{{NS1}}}SoDinhDanh", f"{{{NS1}}}NgayCapNhat"}
+    for i, record in enumerate(records_of(root)):
+        optional = [child for child in record if child.tag not in required]
+        record.remove(optional[i % len(optional)])
+        address = leaf(record, "ThuongTru")
+        if address is not None:
+            address.remove(address[i % len(address)])
+
+
+def odd_texts(root: etree._Element) -> None:
+    first, second = records_of(root)[:2]
+    leaf(first, "ThuongTru/ChiTiet").text = 'Số 5 & 7, "ngõ" <A> > B'
+    leaf(first, "HoVaTen/Ten").text = "\u00a0 Ánh\u3000"
+    leaf(second, "SoSoHoKhau").text = "\n\tHP000000001 \n"
+
+
+PLAIN = {  # shapes another implementation may well send; the scan takes them all
+    "as served": lambda body: body,
+    "pretty-printed, empty elements self-closed": lambda body: rebuilt(body, etree.indent),
+    "another prefix": lambda body: body.replace(b"ns1:", b"cd:").replace(b"xmlns:ns1=", b"xmlns:cd="),
+    "default namespace": lambda body: body.replace(b"ns1:", b"").replace(b"xmlns:ns1=", b"xmlns="),
+    "children in reverse order": lambda body: rebuilt(body, reorder),
+    "elements missing": lambda body: rebuilt(body, drop_some),
+    "references and odd whitespace": lambda body: rebuilt(body, odd_texts).replace("ễ".encode(), b"&#7877;"),
+}
+
+
+def comment_in_record(root: etree._Element) -> None:
+    records_of(root)[1].insert(2, etree.Comment(" checked "))
+
+
+def attribute_on_record(root: etree._Element) -> None:
+    records_of(root)[0].set("id", "r1")
+
+
+def duplicate_element(root: etree._Element) -> None:
+    record = records_of(root)[0]
+    record.append(copy.deepcopy(leaf(record, "GioiTinh")))
+
+
+def deeper_nesting(root: etree._Element) -> None:
+    etree.SubElement(leaf(records_of(root)[0], "Cha/HoVaTen"), f"{{{NS1}}}Ten").text = "An"
+
+
+def unknown_element(root: etree._Element) -> None:
+    etree.SubElement(records_of(root)[0], f"{{{NS1}}}Email").text = "a@b.vn"
+
+
+def record_outside(root: etree._Element) -> None:
+    response = root.find(f".//{{{DAN}}}DongBoCongDanResponse")
+    response.insert(1, copy.deepcopy(records_of(root)[0]))
+
+
+def record_in_record(root: etree._Element) -> None:
+    records_of(root)[0].append(copy.deepcopy(records_of(root)[1]))
+
+
+FALLBACK = {  # shapes the scan declines; the tree walk reads them
+    "comment in a record": lambda body: rebuilt(body, comment_in_record),
+    "CDATA": lambda body: body.replace(b"<ns1:QuocTich>VN<", b"<ns1:QuocTich><![CDATA[VN]]><", 1),
+    "attribute": lambda body: rebuilt(body, attribute_on_record),
+    "element twice": lambda body: rebuilt(body, duplicate_element),
+    "deeper nesting": lambda body: rebuilt(body, deeper_nesting),
+    "unknown element": lambda body: rebuilt(body, unknown_element),
+    "carriage return": lambda body: body.replace(b"<ns1:QuocGia>VN<", b"<ns1:QuocGia>V\r\nN<", 1),
+    "not UTF-8": lambda body: rebuilt(body, lambda root: None, encoding="ISO-8859-1"),
+    "record outside the collection": lambda body: rebuilt(body, record_outside),
+    "record inside a record": lambda body: rebuilt(body, record_in_record),
+}
+
+
+@pytest.fixture(scope="module")
+def served_page(clean_sandbox) -> bytes:
+    """A 60-record answer as the sandbox renders it, with two records the checks refuse."""
+    registry = clean_sandbox.sandbox.population.registry
+    records = registry.render(list(range(60)))
+    records[5] = records[5].replace("<ns1:NgayCapNhat>", "<ns1:NgayCapNhat>2025", 1)
+    records[9] = records[9].replace("<ns1:SoDinhDanh>", "<ns1:SoDinhDanh>9", 1)
+    return sync_answer(records)
+
+
+@pytest.mark.parametrize("shape", PLAIN)
+def test_column_scan_reads_what_the_tree_walk_reads(served_page: bytes, shape: str):
+    scanned, (records, rejected), (walked, walked_rejected) = read_both_ways(PLAIN[shape](served_page))
+    assert scanned
+    assert records.equals(walked) and rejected.equals(walked_rejected)
+    assert records.num_rows == 58 and rejected["position"].to_pylist() == ["page 3, record 6", "page 3, record 10"]
+
+
+@pytest.mark.parametrize("shape", FALLBACK)
+def test_answers_the_scan_declines_are_read_by_the_tree_walk(served_page: bytes, shape: str):
+    scanned, (records, rejected), (walked, walked_rejected) = read_both_ways(FALLBACK[shape](served_page))
+    assert not scanned
+    assert records.equals(walked) and rejected.equals(walked_rejected)
+    assert records.num_rows + rejected.num_rows >= 60
+
+
+def test_references_and_whitespace_come_out_as_the_parser_reads_them(served_page: bytes):
+    _, (records, _), _ = read_both_ways(PLAIN["references and odd whitespace"](served_page))
+    first, second = records.slice(0, 2).to_pylist()
+    assert first["permanent_address"] == 'Số 5 & 7, "ngõ" <A> > B' and first["given_name"] == "Ánh"
+    assert second["household_book"] == "HP000000001"
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="shared reference sample not present")
+def test_public_sample_is_read_by_the_column_scan():
+    """The sample (pretty-printed, self-closed empty elements) is a lookup record: it has no
+    NgayCapNhat, which the synchronised copy requires, so it is quarantined, read the same both ways."""
+    body = SAMPLE.read_bytes()
+    scanned, (records, rejected), (walked, walked_rejected) = read_both_ways(body, parse_soap(body).getparent())
+    assert scanned and records.equals(walked) and rejected.equals(walked_rejected) and records.num_rows == 0
+    (row,) = rejected.to_pylist()
+    assert (row["record_key"], row["reason"]) == ("099090000000", "NgayCapNhat is missing")
+    assert row["raw"].startswith("<ns1:CongDan") and "NGUYỄN VĂN MẪU" in row["raw"]
+
+
+@pytest.mark.parametrize("path, value, problem", [
+    ("NgayThangNamSinh/NgayThangNam", "20240229", None),
+    ("NgayThangNamSinh/NgayThangNam", "20230229", "a date yyyyMMdd"),  # strptime would roll it over to 1 March
+    ("NgayThangNamSinh/NgayThangNam", "09990101", None),
+    ("NgayThangNamSinh/NgayThangNam", "2025011", "a date yyyyMMdd"),
+    ("NgayThangNamSinh/NgayThangNam", "２０２５０１０１", "a date yyyyMMdd"),
+    ("NgayCapNhat", "20250101235959", None),
+    ("NgayCapNhat", "20250101235960", "a time yyyyMMddHHmmss"),
+    ("NgayCapNhat", "20250101240000", "a time yyyyMMddHHmmss"),
+    ("NgayCapNhat", "2025-01-01", "a time yyyyMMddHHmmss"),
+    ("GioiTinh", "2", None),
+    ("GioiTinh", "nữ", "a number"),
+    ("GioiTinh", "300", "a number from -128 to 127"),  # once a traceback that stopped the whole run
+    ("NgayThangNamSinh/Nam", "031090000001", "a number from -32768 to 32767"),
+    ("TrangThai", "99999999999999999999", "a number"),
+])
+def test_values_that_do_not_convert_are_quarantined(served_page: bytes, path: str, value: str, problem: str | None):
+    def set_value(root: etree._Element) -> None:
+        leaf(records_of(root)[0], path).text = value
+
+    _, (records, rejected), (walked, _) = read_both_ways(rebuilt(served_page, set_value))
+    assert records.equals(walked)
+    reasons = dict(zip(rejected["position"].to_pylist(), rejected["reason"].to_pylist()))
+    assert reasons.get("page 3, record 1") == (problem and f"{path} {value!r} is not {problem}")
+
+
+def shuffled(body: bytes, seed: int) -> bytes:
+    """``body`` with every record changed at random: children dropped, reordered, emptied, padded."""
+    rng = random.Random(seed)
+    texts = ["", " ", "\u00a0x ", "a & b", "1 > 0", "Ngô Thị Ánh", "031090000001"]
+
+    def change(root: etree._Element) -> None:
+        for record in records_of(root):
+            for element in [record, *record]:
+                children = list(element)
+                rng.shuffle(children)
+                element[:] = [child for child in children if rng.random() > 0.1 or child.tag.endswith("SoDinhDanh")]
+            for element in record.iter():
+                if not len(element) and rng.random() < 0.2:
+                    element.text = rng.choice(texts)
+        if rng.random() < 0.5:
+            etree.indent(root)
+
+    return rebuilt(body, change)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_column_scan_matches_the_tree_walk_on_shuffled_records(served_page: bytes, seed: int):
+    scanned, (records, rejected), (walked, walked_rejected) = read_both_ways(shuffled(served_page, seed))
+    assert scanned
+    assert records.equals(walked) and rejected.equals(walked_rejected)

@@ -130,14 +130,24 @@ def test_unreachable_server_is_described(server):
         transport.call("GetAgencies", lambda rid: HttpRequest("POST", "http://127.0.0.1:9/edoc"), parse_ok)
 
 
-def test_options_from_environment():
+def test_options_from_environment(tmp_path):
+    client = tmp_path / "client.pem"
+    client.write_text("-----BEGIN CERTIFICATE-----\n")  # only its presence is checked here
     options = options_from_env("civil", {"HUB_CIVIL_TIMEOUT": "12", "HUB_CIVIL_RATE_LIMIT": "5",
-                                         "HUB_CIVIL_TLS_CERT": "/etc/hub/client.pem"})
-    assert options.read_timeout_s == 12 and options.rate_limit == 5 and options.client_cert == "/etc/hub/client.pem"
+                                         "HUB_CIVIL_TLS_CERT": str(client)})
+    assert options.read_timeout_s == 12 and options.rate_limit == 5 and options.client_cert == str(client)
     with pytest.raises(ValueError, match="HUB_CIVIL_MAX_ATTEMPTS must be a int"):
         options_from_env("civil", {"HUB_CIVIL_MAX_ATTEMPTS": "many"})
     transport = Transport("civil", options)
-    assert transport.session.cert == "/etc/hub/client.pem"
+    assert transport.session.cert == str(client)
+
+
+def test_tls_files_that_are_not_there_are_named_when_the_options_are_read(tmp_path):
+    with pytest.raises(ValueError, match="HUB_CIVIL_TLS_KEY names .*key.pem.*, which is not a file"):
+        options_from_env("civil", {"HUB_CIVIL_TLS_KEY": str(tmp_path / "key.pem")})
+    with pytest.raises(ValueError, match="HUB_VDXP_CA_BUNDLE names .*, which does not exist"):
+        options_from_env("vdxp", {"HUB_VDXP_CA_BUNDLE": str(tmp_path / "cas")})
+    assert options_from_env("vdxp", {"HUB_VDXP_CA_BUNDLE": str(tmp_path)}).ca_bundle == str(tmp_path)  # a folder of CAs
 
 
 def test_a_token_refused_every_time_ends_as_refused_credentials(server):
