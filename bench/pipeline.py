@@ -63,13 +63,15 @@ def sync_worker(home: str, first_day: str | None) -> dict:
 
 
 def run_sync(env: dict[str, str], home: Path, first_day: str | None) -> dict:
-    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r}); "
+    """``sync_worker`` in a fresh process; its figures come back through a file (Dagster writes to stdout)."""
+    figures = home / "figures.json"
+    code = (f"import sys, json, pathlib; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r}); "
             f"from bench.pipeline import sync_worker; "
-            f"print(json.dumps(sync_worker({str(home)!r}, {first_day!r})))")
+            f"pathlib.Path({str(figures)!r}).write_text(json.dumps(sync_worker({str(home)!r}, {first_day!r})))")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"sync failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(figures.read_text())
 
 
 def split(figures: dict) -> dict[str, float]:

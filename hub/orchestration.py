@@ -25,13 +25,12 @@ PROCESS_TAG = "hub/process"  # host:pid:start-time of the process running an in-
 
 
 def dagster_home(hub_home: Path) -> Path:
-    """``$HUB_HOME/dagster`` with the instance config in place; sets ``DAGSTER_HOME`` for this process."""
+    """``$HUB_HOME/dagster`` with the instance config in place (the hub's ``DAGSTER_HOME``)."""
     home = (hub_home / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         shutil.copyfile(DAGSTER_YAML, config)
-    os.environ["DAGSTER_HOME"] = str(home)
     # A backfill of N days otherwise writes N "planned" events per asset before it starts, one SQLite
     # transaction each (most of a full sync's overhead); with this, one event names the whole range.
     # The trade-off, per Dagster: days of a failed range run show as missing rather than failed.
@@ -49,11 +48,11 @@ def run_full_sync(hub_home: Path, first_day: str | None = None) -> list:
     from pipelines.definitions import defs
     from pipelines.partitions import days, first_day as history_start
 
-    dagster_home(hub_home)
+    home = dagster_home(hub_home)
     keys = days.get_partition_keys()
     first = max(first_day or history_start().isoformat(), keys[0])
     tags = {PROCESS_TAG: this_process()}
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         close_abandoned_runs(instance)
         landed = defs.resolve_job_def("land_days").execute_in_process(
             instance=instance, raise_on_error=False, tags={**tags, **day_range_tags(first, keys[-1])})

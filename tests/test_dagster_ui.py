@@ -159,10 +159,8 @@ def running_ui(hub_home: Path, environ: dict[str, str]) -> Iterator[RunningUI]:
 
 
 @pytest.fixture
-def hub_env(sandbox_factory, tmp_path: Path, monkeypatch) -> Iterator[dict[str, str]]:
+def hub_env(sandbox_factory, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A small sandbox and the variables that point the hub (and so the UI's runs) at it and at ``tmp_path``."""
-    # start_ui sets DAGSTER_HOME in this process too; monkeypatch puts the original back afterwards.
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     with sandbox_factory(residents=RESIDENTS, rate_limit=10_000, visibility_timeout_s=2) as sb:
         yield {**sb.env, "HUB_HOME": str(tmp_path), "HUB_VDXP_VISIBILITY_TIMEOUT": "2"}
 
