@@ -24,6 +24,18 @@ sandbox_app = typer.Typer(help="The national-systems sandbox (population, civil 
                           no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(audit_app, name="audit")
+api_app = typer.Typer(help="The lookup service for local agencies: serve it, register its clients.", no_args_is_help=True)
+app.add_typer(api_app, name="api")
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``timeout``, a service manager) stops a long-running command the way Ctrl-C does, so
+    the processes it started (the UI, the lookup API) are stopped with it rather than orphaned."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _settings() -> Settings:
@@ -157,13 +169,15 @@ def demo(
     seed: int = typer.Option(0),
     port: int = typer.Option(8700, min=0, max=65535, help="Port of the sandbox national systems."),
     ui_port: int = typer.Option(3000, min=1, max=65535, help="Port of the Dagster UI."),
+    api_port: int = typer.Option(8800, min=1, max=65535, help="Port of the lookup API."),
     rate_limit: float = typer.Option(50.0, help="Requests/s each sandbox system allows, and the hub keeps to."),
     once: bool = typer.Option(False, help="Exit after the sync instead of starting the UI and serving."),
 ) -> None:
     """The main job: the sandbox national systems, a full sync through Dagster, and the Dagster UI."""
     from hub.demo import run_demo
 
-    if not run_demo(_settings().home, residents, seed, port, ui_port, rate_limit, once, typer.echo):
+    _stop_on_sigterm()
+    if not run_demo(_settings().home, residents, seed, port, ui_port, api_port, rate_limit, once, typer.echo):
         raise typer.Exit(1)
 
 
@@ -226,12 +240,47 @@ def sync() -> None:
 @app.command("ui")
 def ui(port: int = typer.Option(3000, min=1, max=65535)) -> None:
     """Start the Dagster UI and daemon on the hub's instance (DAGSTER_HOME is set for you)."""
-    from hub.orchestration import start_ui, stop_ui, ui_log
+    from hub.orchestration import start_ui, stop_process_group, ui_log
 
     home = _settings().home
+    _stop_on_sigterm()
     process = start_ui(home, port)
     typer.echo(f"Dagster UI at http://127.0.0.1:{port} (Ctrl-C to stop; log: {ui_log(home)})")
     try:
         raise typer.Exit(process.wait())
     except KeyboardInterrupt:
-        stop_ui(process)
+        stop_process_group(process)
+
+
+@api_app.command("serve")
+def api_serve(host: str = typer.Option("127.0.0.1", help="Address to bind; loopback only by default."),
+              port: int = typer.Option(8800, min=1, max=65535)) -> None:
+    """Serve the lookup API from $HUB_HOME/lake/published/current.duckdb (one uvicorn worker)."""
+    from hub.lookup_api import serve
+
+    serve(_settings(), host, port)
+
+
+@api_app.command("add-client")
+def api_add_client(
+    client_id: str = typer.Argument(..., help="Lower-case letters, digits and '-'."),
+    agency: str = typer.Option(..., help="The client's agency code (MaDVC)."),
+    grant: list[str] = typer.Option(..., help="DATASET=FIELD[,FIELD...]; * is every non-sensitive field. Repeat."),
+    purpose: list[str] = typer.Option([], help="Allowed purpose pattern (procedure or dossier code, * ?). Repeat."),
+    feed: list[str] = typer.Option([], help="Dataset whose change feed the client may read. Repeat."),
+    rate: float = typer.Option(20.0, help="Requests per second (0: unlimited)."),
+    burst: Optional[float] = typer.Option(None, help="Token-bucket burst (default: the rate)."),
+    name: str = typer.Option("", help="A name for people."),
+    replace: bool = typer.Option(False, help="Issue a new key and grants for an existing client."),
+) -> None:
+    """Register a client of the lookup API and print its key, once: the clients file keeps only its hash."""
+    from hub.access_policy import PolicyFileError, clients_path, parse_grants, register_client
+
+    settings = _settings()
+    try:
+        key = register_client(clients_path(os.environ, settings.home), client_id, agency, parse_grants(grant),
+                              purpose, rate=rate, burst=burst, name=name, replace=replace, feeds=feed)
+    except PolicyFileError as exc:
+        typer.echo(f"cannot register {client_id}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(key)

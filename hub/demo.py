@@ -9,14 +9,20 @@ interrupted. Reconciliation and the lookup API join this job as they are built.
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from hub.orchestration import run_full_sync, start_ui, stop_ui, ui_log
+from hub.access_policy import clients_path, parse_grants, register_client
+from hub.orchestration import run_full_sync, start_ui, stop_process_group, ui_log
 from sandbox.app import Sandbox, SandboxConfig, write_runtime_file
 from sandbox.server import running
+
+DEMO_CLIENT = "demo-agency"
 
 
 def report(results: list, echo: Callable[[str], None]) -> bool:
@@ -45,21 +51,52 @@ def report(results: list, echo: Callable[[str], None]) -> bool:
     return ok
 
 
-def wait_for_ui(url: str, ui, timeout_s: float = 120) -> bool:
+def wait_until_serving(url: str, process, timeout_s: float = 120) -> bool:
+    """True once ``url`` answers; False if ``process`` exits first or the time runs out."""
     stop = threading.Event()
     for _ in range(int(timeout_s * 2)):
-        if ui.poll() is not None:
+        if process.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+            with urllib.request.urlopen(url, timeout=2):
                 return True
         except OSError:
             stop.wait(0.5)
     return False
 
 
-def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, rate_limit: float, once: bool,
-             echo: Callable[[str], None]) -> bool:
+def start_api(home: Path, port: int) -> subprocess.Popen:
+    """``hub api serve`` on loopback in its own process group, logging to ``$HUB_HOME/api.log``."""
+    with open(api_log(home), "ab") as log:
+        return subprocess.Popen([str(Path(sys.executable).parent / "hub"), "api", "serve", "--port", str(port)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+
+def api_log(home: Path) -> Path:
+    return home / "api.log"
+
+
+def echo_api(home: Path, port: int, echo: Callable[[str], None]) -> None:
+    """Register (or renew) the demo's client and show a lookup of a real resident with it."""
+    import duckdb
+
+    key = register_client(clients_path(os.environ, home), DEMO_CLIENT, "000.00.31.H31",
+                          parse_grants(["citizens=*", "civil_events=*", "enterprises=*", "documents=*"]),
+                          ["*"], rate=50, name="demo agency", replace=True)
+    with duckdb.connect(str(home / "lake" / "published" / "current.duckdb"), read_only=True) as con:
+        pid, family, middle, given, birth = con.execute(
+            "SELECT personal_id, family_name, middle_name, given_name, "
+            "coalesce(CAST(birth_date AS VARCHAR), CAST(birth_year AS VARCHAR)) "
+            "FROM citizens ORDER BY personal_id LIMIT 1").fetchone()
+    name = " ".join(p for p in (family, middle, given) if p)
+    query = urllib.parse.urlencode({"purpose": "1.001234", "name": name, "birth_date": birth})
+    echo(f"lookup API at http://127.0.0.1:{port}  (OpenAPI: /openapi.json, docs: /docs; every access is in "
+         f"{home / 'audit'}, check it with hub audit verify). Client {DEMO_CLIENT}, key shown once:")
+    echo(f"  curl -H 'Authorization: Bearer {key}' 'http://127.0.0.1:{port}/v1/citizens/{pid}?{query}'")
+
+
+def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, api_port: int, rate_limit: float,
+             once: bool, echo: Callable[[str], None]) -> bool:
     echo(f"generating a province of {residents:,} residents (seed {seed}) ...")
     sandbox = Sandbox(SandboxConfig(residents=residents, seed=seed, rate_limit=rate_limit))
     sandbox.truth.write(home / "sandbox" / "truth")
@@ -78,20 +115,23 @@ def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, rat
             echo(f"lake: {home / 'lake'}  (published snapshot: {home / 'lake' / 'published' / 'current.duckdb'})")
             if once:
                 return ok
+            api = start_api(home, api_port)
             ui = start_ui(home, ui_port, env)
-            url = f"http://127.0.0.1:{ui_port}"
-            if not wait_for_ui(url, ui):
-                tail = ui_log(home).read_text(errors="replace")[-2000:]
-                echo(f"the Dagster UI did not start ({'it exited' if ui.poll() is not None else 'timeout'}); "
-                     f"the end of {ui_log(home)}:\n{tail}")
-                stop_ui(ui)
-                return False
-            echo(f"Dagster UI at {url}  (assets, checks, runs; the hourly schedule and the document-axis "
-                 "sensor are on). Press Ctrl-C to stop.")
             try:
+                for name, process, url, log in (("lookup API", api, f"http://127.0.0.1:{api_port}/healthz", api_log(home)),
+                                                ("Dagster UI", ui, f"http://127.0.0.1:{ui_port}/server_info", ui_log(home))):
+                    if not wait_until_serving(url, process):
+                        tail = log.read_text(errors="replace")[-2000:]
+                        echo(f"the {name} did not start ({'it exited' if process.poll() is not None else 'timeout'}); "
+                             f"the end of {log}:\n{tail}")
+                        return False
+                echo_api(home, api_port, echo)
+                echo(f"Dagster UI at http://127.0.0.1:{ui_port}  (assets, checks, runs; the hourly schedules and the "
+                     "document-axis sensor are on). Press Ctrl-C to stop.")
                 ui.wait()
             finally:
-                stop_ui(ui)
+                stop_process_group(ui)
+                stop_process_group(api)
             return ok
         except KeyboardInterrupt:
             return True

@@ -111,8 +111,8 @@ def ui_log(hub_home: Path) -> Path:
     return (hub_home / "dagster").resolve() / "dagster-dev.log"
 
 
-def stop_ui(process: subprocess.Popen, grace_s: float = 60) -> None:
-    """SIGTERM to the UI's whole process group (webserver, daemon, code server, run workers), SIGKILL to
+def stop_process_group(process: subprocess.Popen, grace_s: float = 60) -> None:
+    """SIGTERM to a process group (for the UI: webserver, daemon, code server, run workers), SIGKILL to
     whatever is left after ``grace_s``; returns once the group is empty."""
     pause = threading.Event()
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):

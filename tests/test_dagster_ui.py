@@ -24,7 +24,7 @@ import requests
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from hub.orchestration import start_ui, stop_ui, ui_log
+from hub.orchestration import start_ui, stop_process_group, ui_log
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -155,7 +155,7 @@ def running_ui(hub_home: Path, environ: dict[str, str]) -> Iterator[RunningUI]:
         poll(lambda: location_loaded(ui), UI_START_S, "loaded code location", ui)
         yield ui
     finally:
-        stop_ui(process)
+        stop_process_group(process)
 
 
 @pytest.fixture
