@@ -56,9 +56,9 @@ def sync_worker(home: str, first_day: str | None) -> dict:
             # A range run records one materialisation per day, all with the run's metadata: count it once.
             if key in seconds and event.partition is not None:
                 continue
-            seconds[key] = seconds.get(key, 0.0) + materialization.metadata["seconds"].value
-            rows[key] = rows.get(key, 0) + materialization.metadata["rows"].value if "rows" in materialization.metadata \
-                else rows.get(key, 0)
+            metadata = materialization.metadata
+            seconds[key] = seconds.get(key, 0.0) + metadata["seconds"].value
+            rows[key] = rows.get(key, 0) + (metadata["rows"].value if "rows" in metadata else 0)
     return {"wall": wall, "seconds": seconds, "rows": rows}
 
 

@@ -166,31 +166,43 @@ def committed_files(out_dir: Path, parts: list[str]) -> tuple[list[Path], list[P
             [f for f in files if f.name.endswith(".quarantine.parquet")])
 
 
-def compact(record_files: list[Path], quarantine_files: list[Path], schema: pa.Schema, key: tuple[str, ...],
-            version_column: str | None, dataset_path: Path, quarantine_path: Path) -> int:
-    """Rebuild a canonical table (latest row per key) and its quarantine file from committed parts;
-    returns the table's row count.
+def _columns(schema: pa.Schema) -> str:
+    return ", ".join(f'"{f.name}"' for f in schema)
 
-    The latest row of a key has the greatest ``version_column``; ties (and datasets without one) go to
-    the row committed last (files are named in commit order)."""
-    dataset_path.parent.mkdir(parents=True, exist_ok=True)
-    columns = ", ".join(f'"{f.name}"' for f in schema)
-    keys = ", ".join(f'"{k}"' for k in key)
+
+def _latest_per_key(parameter: str, schema: pa.Schema, key: tuple[str, ...], version_column: str | None) -> str:
+    """SQL of the latest row per key among the part files in ``$parameter``: the greatest
+    ``version_column``, ties (and datasets without one) to the row committed last (files are named in
+    commit order)."""
     order = (f'"{version_column}" DESC NULLS LAST, ' if version_column else "") + "filename DESC, file_row_number DESC"
+    keys = ", ".join(f'"{k}"' for k in key)
+    return (f"SELECT {_columns(schema)} FROM read_parquet(${parameter}, filename=true, file_row_number=true) "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1")
+
+
+def _query_to_parquet(sql: str | None, params: dict[str, Any], schema: pa.Schema, dataset_path: Path) -> int:
+    """Write what ``sql`` selects to ``dataset_path`` (atomically; an empty table when ``sql`` is None)
+    and return its row count. Streamed batch by batch, with DuckDB spilling to disk past its limit, so
+    memory stays bounded whatever the size of the source."""
+    dataset_path.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
     spill = dataset_path.parent / ".spill"
     with duckdb.connect(config={"memory_limit": "512MB", "temp_directory": str(spill)}) as con:
         with atomic_path(dataset_path) as temp, pq.ParquetWriter(temp, schema, compression="zstd") as writer:
-            if record_files:
-                # Streamed batch by batch (DuckDB spills to disk past its limit): memory stays bounded
-                # whatever the size of the source.
-                reader = con.sql(
-                    f"SELECT {columns} FROM read_parquet($files, filename=true, file_row_number=true) "
-                    f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1 ORDER BY {keys}",
-                    params={"files": [str(f) for f in record_files]}).arrow()
-                for batch in reader:
+            if sql is not None:
+                for batch in con.sql(sql, params=params).arrow():
                     writer.write_table(pa.Table.from_batches([batch]).cast(schema))
                     rows += batch.num_rows
+    return rows
+
+
+def compact(record_files: list[Path], quarantine_files: list[Path], schema: pa.Schema, key: tuple[str, ...],
+            version_column: str | None, dataset_path: Path, quarantine_path: Path) -> int:
+    """Rebuild a canonical table (latest row per key, sorted by key) and its quarantine file from
+    committed parts; returns the table's row count."""
+    keys = ", ".join(f'"{k}"' for k in key)
+    sql = f"{_latest_per_key('files', schema, key, version_column)} ORDER BY {keys}" if record_files else None
+    rows = _query_to_parquet(sql, {"files": [str(f) for f in record_files]}, schema, dataset_path)
     write_quarantine(quarantine_files, quarantine_path)
     return rows
 
@@ -212,25 +224,16 @@ def merge(existing: Path, record_files: list[Path], schema: pa.Schema, key: tupl
     committed, at the cost of one hash join of the table with the new rows instead of a sort of all of
     them: what keeps an incremental sync proportional to what changed. A new row replaces the current
     one of its key unless the current one is strictly newer (ties go to the row committed last)."""
-    columns = ", ".join(f'"{f.name}"' for f in schema)
+    columns = _columns(schema)
     keys = ", ".join(f'"{k}"' for k in key)
     joined = " AND ".join(f'n."{k}" = o."{k}"' for k in key)
-    order = (f'"{version_column}" DESC NULLS LAST, ' if version_column else "") + "filename DESC, file_row_number DESC"
     newer = "TRUE" if not version_column else (
         f'o."{version_column}" IS NULL OR (n."{version_column}" IS NOT NULL AND n."{version_column}" >= o."{version_column}")')
-    sql = (f"WITH n AS (SELECT {columns} FROM read_parquet($new, filename=true, file_row_number=true) "
-           f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1), "
+    sql = (f"WITH n AS ({_latest_per_key('new', schema, key, version_column)}), "
            f"o AS (SELECT {columns} FROM read_parquet($old)), "
            f"w AS (SELECT n.* FROM n LEFT JOIN o ON {joined} WHERE o.\"{key[0]}\" IS NULL OR {newer}) "
            f"SELECT {columns} FROM o ANTI JOIN w USING ({keys}) UNION ALL SELECT {columns} FROM w")
-    rows = 0
-    with duckdb.connect(config={"memory_limit": "512MB", "temp_directory": str(dataset_path.parent / ".spill")}) as con:
-        reader = con.sql(sql, params={"new": [str(f) for f in record_files], "old": str(existing)}).arrow()
-        with atomic_path(dataset_path) as temp, pq.ParquetWriter(temp, schema, compression="zstd") as writer:
-            for batch in reader:
-                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
-                rows += batch.num_rows
-    return rows
+    return _query_to_parquet(sql, {"new": [str(f) for f in record_files], "old": str(existing)}, schema, dataset_path)
 
 
 def terminal_progress(total: int | None, description: str) -> tuple[Callable[[int], None], Callable[[], None]]:

@@ -11,6 +11,7 @@ own history start land empty.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import date, datetime
 
 import dagster as dg
@@ -22,7 +23,8 @@ TIMEZONE = "Asia/Ho_Chi_Minh"
 DEFAULT_YEARS = 3
 
 
-def first_day(environ: os._Environ | dict[str, str] = os.environ) -> date:
+def first_day(environ: Mapping[str, str] = os.environ) -> date:
+    """Where the day partitions start (module docstring)."""
     starts = []
     if environ.get("HUB_CIVIL_SINCE", "").strip():
         starts.append(civil_status.parse_since(environ["HUB_CIVIL_SINCE"].strip()))

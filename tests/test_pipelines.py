@@ -20,7 +20,7 @@ from tests.extract_helpers import extract_env
 
 from connectors.extract import compact
 from hub.orchestration import run_full_sync
-from pipelines.lake import HubLake
+from pipelines.lake import HubLake, current_generation
 from pipelines.automation import day_range_tags
 from pipelines.definitions import defs
 from schemas.canonical import PROVENANCE_FIELDS
@@ -136,7 +136,7 @@ def day_generations(lake: Path, system: str) -> dict[str, str]:
 
 def day_keys(lake: Path, system: str, day: str) -> set[tuple]:
     spec = DATASETS[system]
-    generation = lake / "landing" / system / f"day={day}" / (lake / "landing" / system / f"day={day}" / "CURRENT").read_text()
+    generation = current_generation(lake / "landing" / system / f"day={day}")
     files = list((generation / "parts").glob("*.records.parquet"))
     if not files:
         return set()
