@@ -170,7 +170,7 @@ def _columns(schema: pa.Schema) -> str:
     return ", ".join(f'"{f.name}"' for f in schema)
 
 
-def _latest_per_key(parameter: str, schema: pa.Schema, key: tuple[str, ...], version_column: str | None) -> str:
+def latest_per_key_sql(parameter: str, schema: pa.Schema, key: tuple[str, ...], version_column: str | None) -> str:
     """SQL of the latest row per key among the part files in ``$parameter``: the greatest
     ``version_column``, ties (and datasets without one) to the row committed last (files are named in
     commit order)."""
@@ -180,7 +180,7 @@ def _latest_per_key(parameter: str, schema: pa.Schema, key: tuple[str, ...], ver
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1")
 
 
-def _query_to_parquet(sql: str | None, params: dict[str, Any], schema: pa.Schema, dataset_path: Path) -> int:
+def query_to_parquet(sql: str | None, params: dict[str, Any], schema: pa.Schema, dataset_path: Path) -> int:
     """Write what ``sql`` selects to ``dataset_path`` (atomically; an empty table when ``sql`` is None)
     and return its row count. Streamed batch by batch, with DuckDB spilling to disk past its limit, so
     memory stays bounded whatever the size of the source."""
@@ -201,8 +201,8 @@ def compact(record_files: list[Path], quarantine_files: list[Path], schema: pa.S
     """Rebuild a canonical table (latest row per key, sorted by key) and its quarantine file from
     committed parts; returns the table's row count."""
     keys = ", ".join(f'"{k}"' for k in key)
-    sql = f"{_latest_per_key('files', schema, key, version_column)} ORDER BY {keys}" if record_files else None
-    rows = _query_to_parquet(sql, {"files": [str(f) for f in record_files]}, schema, dataset_path)
+    sql = f"{latest_per_key_sql('files', schema, key, version_column)} ORDER BY {keys}" if record_files else None
+    rows = query_to_parquet(sql, {"files": [str(f) for f in record_files]}, schema, dataset_path)
     write_quarantine(quarantine_files, quarantine_path)
     return rows
 
@@ -214,26 +214,6 @@ def write_quarantine(quarantine_files: list[Path], quarantine_path: Path) -> Non
     else:
         quarantine = QUARANTINE_SCHEMA.empty_table()
     _write_table(quarantine_path, quarantine.cast(QUARANTINE_SCHEMA))
-
-
-def merge(existing: Path, record_files: list[Path], schema: pa.Schema, key: tuple[str, ...],
-          version_column: str | None, dataset_path: Path) -> int:
-    """Fold newly committed parts into an existing canonical table (latest row per key), returns its rows.
-
-    Equivalent to :func:`compact` over all the parts when every part behind ``existing`` is still
-    committed, at the cost of one hash join of the table with the new rows instead of a sort of all of
-    them: what keeps an incremental sync proportional to what changed. A new row replaces the current
-    one of its key unless the current one is strictly newer (ties go to the row committed last)."""
-    columns = _columns(schema)
-    keys = ", ".join(f'"{k}"' for k in key)
-    joined = " AND ".join(f'n."{k}" = o."{k}"' for k in key)
-    newer = "TRUE" if not version_column else (
-        f'o."{version_column}" IS NULL OR (n."{version_column}" IS NOT NULL AND n."{version_column}" >= o."{version_column}")')
-    sql = (f"WITH n AS ({_latest_per_key('new', schema, key, version_column)}), "
-           f"o AS (SELECT {columns} FROM read_parquet($old)), "
-           f"w AS (SELECT n.* FROM n LEFT JOIN o ON {joined} WHERE o.\"{key[0]}\" IS NULL OR {newer}) "
-           f"SELECT {columns} FROM o ANTI JOIN w USING ({keys}) UNION ALL SELECT {columns} FROM w")
-    return _query_to_parquet(sql, {"new": [str(f) for f in record_files], "old": str(existing)}, schema, dataset_path)
 
 
 def terminal_progress(total: int | None, description: str) -> tuple[Callable[[int], None], Callable[[], None]]:

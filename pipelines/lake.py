@@ -7,7 +7,7 @@ Layout under ``$HUB_HOME/lake``::
     landing/<system>/day=<D>/CURRENT        (civil, business) the generation that holds day D
     landing/<system>/day=<D>/gen-<id>/      one complete landing of day D: parts/ and state.json
     landing/<system>/day=<D>/work/          a landing of day D in progress (resumed after a kill)
-    canonical/<dataset>.parquet             latest row of every key, rebuilt from the landed parts
+    canonical/<dataset>/                    latest row of every key: a base and change files (tables.py)
     published/current.duckdb                the serving snapshot, swapped in atomically
 
 A day is replaced as a whole: it is landed aside in ``work/`` (committing batch by batch, so a killed
@@ -33,6 +33,10 @@ from connectors.base import Connector
 from connectors.extract import LandResult, atomic_path, committed_files, land, load_state
 from connectors.registry import build_connector
 from hub.config import Settings
+from pipelines.tables import CanonicalTable
+from schemas.canonical.registry import DATASETS
+
+DATASET_SPECS = {spec.DATASET: spec for spec in DATASETS.values()}
 
 #: Systems whose landing is partitioned by day (the others land by cursor into one directory).
 DAY_SHAPED = ("civil", "business")
@@ -56,6 +60,9 @@ class HubLake(dg.ConfigurableResource):
     @property
     def canonical(self) -> Path:
         return self.root / "canonical"
+
+    def table(self, dataset: str) -> CanonicalTable:
+        return CanonicalTable(self.canonical / dataset, DATASET_SPECS[dataset])
 
     @property
     def published(self) -> Path:

@@ -191,11 +191,19 @@ def test_a_backfill_of_a_date_range_lands_exactly_those_days(recent_lake_env, tm
 
 def canonical_contents(lake: Path, dataset: str) -> list[tuple]:
     """The canonical table without its provenance columns (which name the exchange, not the data)."""
-    table = pq.read_table(lake / "canonical" / f"{dataset}.parquet")
-    columns = [c for c in table.column_names if c not in PROVENANCE_NAMES]
+    table = HubLake(home=str(lake.parent)).table(dataset)
+    columns = ", ".join(f'"{f.name}"' for f in table.schema if f.name not in PROVENANCE_NAMES)
     with duckdb.connect() as con:
-        con.register("t", table.select(columns))
-        return con.execute(f"SELECT * FROM t ORDER BY ALL").fetchall()
+        return con.execute(f"SELECT {columns} FROM {table.relation()} ORDER BY ALL").fetchall()
+
+
+def assert_snapshot_holds_the_tables(lake: Path) -> None:
+    with duckdb.connect(str(lake / "published" / "current.duckdb"), read_only=True) as con:
+        for spec in DATASETS.values():
+            relation = HubLake(home=str(lake.parent)).table(spec.DATASET).relation()
+            published, expected = (con.execute(f"SELECT * FROM {source} ORDER BY ALL").fetchall()
+                                   for source in (spec.DATASET, relation))
+            assert published == expected and expected, spec.DATASET
 
 
 def test_a_sync_killed_at_any_instant_and_rerun_leaves_the_same_tables(sandbox_factory, tmp_path: Path):
@@ -247,13 +255,18 @@ def test_an_incremental_sync_lands_only_what_changed(recent_lake_env):
         changed_today = con.execute("SELECT count(*) FROM civil_events WHERE CAST(timezone('Asia/Ho_Chi_Minh', "
                                     "updated_at) AS DATE) = ?", [today]).fetchone()[0]
     assert changed_today == landed["landing/civil"]["rows"].value  # the new versions won in the canonical table
-    # The citizens table took only the new parts, and is what a rebuild from every part gives.
-    assert landed["canonical/citizens"]["build"].text.startswith("merged")
+    # The citizens table took only the new parts as one change, and is what a rebuild from every part gives.
+    assert landed["canonical/citizens"]["build"].text.startswith(("changed", "compacted"))
+    assert landed["canonical/citizens"]["changed_rows"].value == changed["residents"]
     spec = DATASETS["population"]
     records, _ = HubLake().committed_files("population", spec.DATASET)
     rebuilt = lake / "rebuilt.parquet"
     compact(records, [], spec.SCHEMA, spec.KEY, spec.VERSION_COLUMN, rebuilt, lake / "rebuilt.quarantine.parquet")
+    citizens = HubLake().table(spec.DATASET)
     with duckdb.connect() as con:
-        merged_rows, rebuilt_rows = (con.execute(f"SELECT * FROM read_parquet('{path}') ORDER BY ALL").fetchall()
-                                     for path in (lake / "canonical" / "citizens.parquet", rebuilt))
+        merged_rows, rebuilt_rows = (con.execute(f"SELECT * FROM {relation} ORDER BY ALL").fetchall()
+                                     for relation in (citizens.relation(), f"read_parquet('{rebuilt}')"))
     assert merged_rows == rebuilt_rows
+    # The snapshot applied the changes to the previous one, and holds what loading every table whole gives.
+    assert "citizens 1 changes applied" in landed["published/snapshot"]["build"].text
+    assert_snapshot_holds_the_tables(lake)
