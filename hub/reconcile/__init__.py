@@ -1,0 +1,1 @@
+"""Reconciliation: normalising what the national systems say, then linking it into one record per entity."""
