@@ -2,7 +2,8 @@
 
 ``hub sandbox serve`` runs the national-systems sandbox; ``hub sandbox env`` prints the variables
 that point the hub at it; ``hub sandbox truth`` writes the ground truth of a generated province;
-``hub config`` shows the effective configuration (secrets masked); ``hub demo`` is the main job.
+``hub config`` shows the effective configuration (secrets masked); ``hub demo`` is the main job;
+``hub export`` keeps a dataset in a local agency's database (see :mod:`hub.export`).
 """
 
 from __future__ import annotations
@@ -225,6 +226,32 @@ def extract(
         close()
     typer.echo(f"{system}: {result.fetched:,} rows fetched in {result.batches:,} batches, "
                f"{result.quarantined:,} quarantined; {result.rows:,} rows in {result.dataset_path}")
+
+
+@app.command("export")
+def export(
+    dataset: str = typer.Argument(..., help="citizens, civil_events, enterprises or documents"),
+    to: str = typer.Option(..., "--to", envvar="HUB_EXPORT_URL", show_envvar=True,
+                           help="Target database URL (postgresql://…, mariadb://…, sqlite:///…); its password is never shown."),
+    table: Optional[str] = typer.Option(None, help="Target table (default: the dataset's name)."),
+    schema: Optional[str] = typer.Option(None, help="Target schema (PostgreSQL) or database (MariaDB); default the URL's."),
+    full: bool = typer.Option(False, help="Re-sync in full: rewrite every row, delete every key the dataset lacks."),
+    dry_run: bool = typer.Option(False, help="Count what would change; write nothing."),
+    batch_size: int = typer.Option(5_000, min=1, max=100_000, help="Rows per batch."),
+    snapshot: Optional[Path] = typer.Option(None, dir_okay=False,
+                                            help="Snapshot to read (default $HUB_HOME/lake/published/current.duckdb)."),
+) -> None:
+    """Write DATASET of the published snapshot into a local agency's database; later runs send only the changes."""
+    from hub.export import ExportError, export_dataset
+
+    path = snapshot or _settings().home / "lake" / "published" / "current.duckdb"
+    try:
+        result = export_dataset(dataset, to, snapshot=path, table=table, schema=schema, full=full, dry_run=dry_run,
+                                batch_rows=batch_size)
+    except ExportError as exc:
+        typer.echo(f"export failed: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    typer.echo(result.summary())
 
 
 @app.command("sync")
