@@ -2,9 +2,9 @@
 
 It starts the sandbox on loopback, writes its variables for ``hub sandbox env``, runs the
 ``sync_all`` job on the hub's Dagster instance (every source landed, canonical tables rebuilt and
-checked, the serving snapshot published), then starts the Dagster UI on the same instance, with the
-schedule and the document-axis sensor running against the sandbox, and keeps everything up until
-interrupted. Reconciliation and the lookup API join this job as they are built.
+checked, the serving snapshot published), then the ``reconcile`` job (links, golden records,
+conflicts), then starts the lookup API and the Dagster UI on the same instance, with the schedules
+and the document-axis sensor running against the sandbox, and keeps everything up until interrupted.
 """
 
 import os
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from hub.access_policy import clients_path, parse_grants, register_client
-from hub.orchestration import run_full_sync, start_ui, stop_process_group, ui_log
+from hub.orchestration import run_full_sync, run_reconcile, start_ui, stop_process_group, ui_log
 from sandbox.app import Sandbox, SandboxConfig, write_runtime_file
 from sandbox.server import running
 
@@ -112,6 +112,9 @@ def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, api
             shutil.rmtree(home / "lake", ignore_errors=True)  # each demo province is new: sync it afresh
             echo(f"full sync through Dagster ({rate_limit:g} requests/s to each system):")
             ok = report(run_full_sync(home), echo)
+            if ok:
+                echo("reconciliation through Dagster (links, golden records, conflicts):")
+                ok = report(run_reconcile(home), echo)
             echo(f"lake: {home / 'lake'}  (published snapshot: {home / 'lake' / 'published' / 'current.duckdb'})")
             if once:
                 return ok

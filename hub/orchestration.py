@@ -62,6 +62,21 @@ def run_full_sync(hub_home: Path, first_day: str | None = None) -> list:
         return [landed, synced]
 
 
+def run_reconcile(hub_home: Path) -> list:
+    """One ``reconcile`` run on the hub's instance (links, review queue, golden records, conflicts and
+    their checks, from the canonical tables as they are), as the hourly schedule launches it."""
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    home = dagster_home(hub_home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        close_abandoned_runs(instance)
+        result = defs.resolve_job_def("reconcile").execute_in_process(
+            instance=instance, raise_on_error=False, tags={PROCESS_TAG: this_process()})
+        return [result]
+
+
 def this_process(pid: int | None = None) -> str | None:
     """``host:pid:start-time`` of a live process (None if there is none): a pid alone may be reused."""
     pid = pid or os.getpid()

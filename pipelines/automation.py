@@ -4,7 +4,8 @@
   every hour at :05; the first two runs of a day take yesterday too, so what changed in yesterday's
   last hour (or under a registry clock a few minutes behind) is never left out.
 - ``sync_all`` at :20 pulls the population copy and the document axis by cursor, rebuilds every
-  canonical table from what has landed, checks them, and publishes the serving snapshot.
+  canonical table from what has landed, checks them, and publishes the serving snapshot. It leaves
+  out the ``reconciled`` group, which the ``reconcile`` job runs at :40 (``pipelines/reconcile.py``).
 - A backfill of past days started from the UI reaches the canonical tables and the snapshot with the
   next ``sync_all`` (or at once, by launching it).
 """
@@ -28,7 +29,7 @@ land_days = dg.define_asset_job(
 
 sync_all = dg.define_asset_job(
     "sync_all", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
-        *(dg.AssetKey(["landing", s]) for s in DAY_SHAPED)),
+        *(dg.AssetKey(["landing", s]) for s in DAY_SHAPED)) - dg.AssetSelection.groups("reconciled"),
     description="Pull the population copy and the document axis, rebuild and check every canonical table "
                 "from what has landed, publish the snapshot.")
 

@@ -10,14 +10,15 @@ from pipelines.canonical import canonical_assets
 from pipelines.checks import asset_checks
 from pipelines.lake import HubLake
 from pipelines.publish import snapshot
+from pipelines.reconcile import hourly_reconcile, reconcile_assets, reconcile_checks, reconcile_job
 from pipelines.scale_out import executor_from_env
 from pipelines.sources import landing_assets
 
 defs = dg.Definitions(
-    assets=[*landing_assets, *canonical_assets, snapshot],
-    asset_checks=asset_checks,
-    jobs=[land_days, sync_all, receive_documents, sync_population],
-    schedules=[hourly_days, hourly_sync],
+    assets=[*landing_assets, *canonical_assets, snapshot, *reconcile_assets],
+    asset_checks=[*asset_checks, *reconcile_checks],
+    jobs=[land_days, sync_all, receive_documents, sync_population, reconcile_job],
+    schedules=[hourly_days, hourly_sync, hourly_reconcile],
     sensors=[document_axis_inbox],
     resources={"lake": HubLake()},
     executor=executor_from_env(),

@@ -183,3 +183,89 @@ def _score(con: duckdb.DuckDBPyConnection) -> Quality:
                    false_positives=links - correct, out_of_scope_mentions=out_of_scope, unmentioned=unmentioned,
                    review=review, review_correct=review_correct, by_method=by_method, by_role=by_role,
                    errors=errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conflicts against the injected anomalies
+# ---------------------------------------------------------------------------------------------
+
+#: Injected anomaly → the conflict kind that must surface it, and the kind of its subject. The
+#: anomaly's ``record_key`` is the subject's key (the citizen's personal ID, the enterprise code).
+#: Every other anomaly of the ground truth is a representation or ID-number fault that normalising
+#: and linking absorb, or a document-axis fault: no conflict is expected of it.
+CONFLICT_ANOMALIES = {
+    "death_not_in_population": ("death_not_in_population", "person"),
+    "marriage_not_in_population": ("marriage_not_in_population", "person"),
+    "moved_out": ("moved_out", "person"),
+    "rep_name_mismatch": ("rep_name_mismatch", "enterprise"),
+}
+
+
+@dataclass
+class ConflictQuality:
+    """Recall and precision of the open conflicts against the injected registry disagreements."""
+
+    recall: float
+    precision: float
+    injected: int  # distinct (kind, subject) injected
+    found: int  # of those, with an open conflict of that kind and subject
+    conflicts: int  # open conflicts of the scored kinds
+    true_conflicts: int  # of those, matching an injected anomaly
+    by_kind: list[dict[str, Any]] = field(default_factory=list)  # kind, injected, found, conflicts, true, recall, precision
+    missed: pa.Table | None = None  # injected anomalies with no conflict
+    false: pa.Table | None = None  # conflicts no anomaly explains
+
+    def summary(self) -> str:
+        kinds = "; ".join(f"{r['kind']} {r['found']}/{r['injected']} found, {r['true']}/{r['conflicts']} true"
+                          for r in self.by_kind)
+        return f"recall {self.recall:.4f}, precision {self.precision:.4f} ({kinds})"
+
+
+def score_conflicts(conflicts: pa.Table, truth: str | Path | pa.Table) -> ConflictQuality:
+    """Score the open conflicts of ``conflicts`` (:data:`hub.reconcile.conflicts.CONFLICT_SCHEMA`) against
+    the ground truth's ``anomalies`` (a directory written by ``GroundTruth.write``, or the table).
+
+    An injected anomaly of :data:`CONFLICT_ANOMALIES` is found when an open conflict of its kind names
+    its subject; an open conflict is true when such an anomaly exists for it. An enterprise with two
+    mismatched representatives is one injected subject (the truth does not say which representative).
+    """
+    anomalies = pq.read_table(Path(truth) / "anomalies.parquet") if isinstance(truth, (str, Path)) else truth
+    mapping = pa.table({"anomaly": list(CONFLICT_ANOMALIES), "kind": [v[0] for v in CONFLICT_ANOMALIES.values()],
+                        "subject_kind": [v[1] for v in CONFLICT_ANOMALIES.values()]})
+    con = duckdb.connect()
+    try:
+        con.register("anomalies", anomalies)
+        con.register("mapping", mapping)
+        con.register("conflicts_in", conflicts.select(["conflict_id", "kind", "subject_kind", "subject_key", "status",
+                                                       "explanation"]))
+        con.execute("""CREATE TEMP TABLE injected AS
+            SELECT DISTINCT m.kind, m.subject_kind, a.record_key AS subject_key, a.true_value, a.served_value
+            FROM anomalies a JOIN mapping m USING (anomaly)""")
+        con.execute("""CREATE TEMP TABLE open AS
+            SELECT * FROM conflicts_in WHERE status = 'open' AND kind IN (SELECT kind FROM mapping)""")
+        by_kind = []
+        for kind in (v[0] for v in CONFLICT_ANOMALIES.values()):
+            injected, found = con.execute("""
+                SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM open o WHERE o.kind = i.kind
+                                                     AND o.subject_key = i.subject_key))
+                FROM (SELECT DISTINCT kind, subject_key FROM injected) i WHERE kind = ?""", [kind]).fetchall()[0]
+            total, true = con.execute("""
+                SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM injected i WHERE i.kind = o.kind
+                                                     AND i.subject_key = o.subject_key))
+                FROM open o WHERE kind = ?""", [kind]).fetchall()[0]
+            by_kind.append({"kind": kind, "injected": injected, "found": found, "conflicts": total, "true": true,
+                            "recall": found / injected if injected else 1.0,
+                            "precision": true / total if total else 1.0})
+        missed = con.sql("""SELECT * FROM injected i WHERE NOT EXISTS (
+            SELECT 1 FROM open o WHERE o.kind = i.kind AND o.subject_key = i.subject_key) ORDER BY ALL""").to_arrow_table()
+        false = con.sql("""SELECT * FROM open o WHERE NOT EXISTS (
+            SELECT 1 FROM injected i WHERE i.kind = o.kind AND i.subject_key = o.subject_key) ORDER BY ALL""").to_arrow_table()
+    finally:
+        con.close()
+    injected = sum(r["injected"] for r in by_kind)
+    found = sum(r["found"] for r in by_kind)
+    total = sum(r["conflicts"] for r in by_kind)
+    true = sum(r["true"] for r in by_kind)
+    return ConflictQuality(recall=found / injected if injected else 1.0, precision=true / total if total else 1.0,
+                           injected=injected, found=found, conflicts=total, true_conflicts=true, by_kind=by_kind,
+                           missed=missed, false=false)
