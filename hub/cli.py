@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 
 from hub.audit_cli import audit_app
+from hub.docaxis.cli import docaxis_app
 from hub.config import ConfigError, Settings
 
 app = typer.Typer(help="LGSP Hub: a provincial data-integration hub.", no_args_is_help=True,
@@ -25,6 +26,7 @@ sandbox_app = typer.Typer(help="The national-systems sandbox (population, civil 
                           no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(audit_app, name="audit")
+app.add_typer(docaxis_app, name="docaxis")
 api_app = typer.Typer(help="The lookup service for local agencies: serve it, register its clients.", no_args_is_help=True)
 app.add_typer(api_app, name="api")
 

@@ -109,7 +109,8 @@ def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, api
         try:
             echo(f"sandbox national systems at {base_url}  (variables: eval \"$(hub sandbox env)\")")
             echo(f"ground truth written to {home / 'sandbox' / 'truth'}")
-            shutil.rmtree(home / "lake", ignore_errors=True)  # each demo province is new: sync it afresh
+            for state in ("lake", "docaxis"):  # each demo province is new: sync it afresh
+                shutil.rmtree(home / state, ignore_errors=True)
             echo(f"full sync through Dagster ({rate_limit:g} requests/s to each system):")
             ok = report(run_full_sync(home), echo)
             if ok:

@@ -1,4 +1,5 @@
-"""What runs by itself: the hourly syncs and a sensor on the document axis, all on by default.
+"""What runs by itself: the hourly syncs, all on by default (the document axis has its own sensor,
+``docaxis_inbox`` in ``pipelines/documents.py``).
 
 - ``land_days`` lands the day-shaped sources (civil status, business registry) for today's partition
   every hour at :05; the first two runs of a day take yesterday too, so what changed in yesterday's
@@ -16,8 +17,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from connectors.errors import ConnectorError
-from pipelines.lake import DAY_SHAPED, HubLake
+from pipelines.lake import DAY_SHAPED
 from pipelines.partitions import TIMEZONE
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -39,13 +39,6 @@ sync_population = dg.define_asset_job(
     description="Pull the population copy and rebuild (and check) the canonical citizens table, nothing else: "
                 "the largest source refreshed on its own, without a full sync.")
 
-receive_documents = dg.define_asset_job(
-    "receive_documents",
-    selection=dg.AssetSelection.assets(dg.AssetKey(["landing", "vdxp"]), dg.AssetKey(["canonical", "documents"])),
-    description="Receive what the document axis holds for the province, store it, then settle it; rebuild the "
-                "documents table (the next sync_all publishes it).")
-
-
 def day_range_tags(first: str, last: str) -> dict[str, str]:
     """Tags of one run over the partitions ``first``..``last`` (the assets' single-run backfill policy)."""
     return {RANGE_START: first, RANGE_END: last}
@@ -63,21 +56,3 @@ def hourly_days(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 hourly_sync = dg.ScheduleDefinition(name="hourly_sync", job=sync_all, cron_schedule="20 * * * *",
                                     default_status=dg.DefaultScheduleStatus.RUNNING, execution_timezone=TIMEZONE)
-
-
-@dg.sensor(job=receive_documents, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Polls the national axis for documents addressed to the province; launches a receive run "
-                       "when any are waiting (at most one per minute).")
-def document_axis_inbox(context: dg.SensorEvaluationContext, lake: HubLake):
-    connector = lake.connector("vdxp")
-    try:
-        # A peek of one message per type: a listed message is hidden for the visibility timeout and
-        # delivered to the run after it, so the peek costs at most that delay, never a message.
-        waiting = sum(len(connector.list_received(kind, 1)[0]) for kind in ("edoc", "status"))
-    except ConnectorError as exc:
-        return dg.SkipReason(f"document axis unreachable: {exc}")
-    if not waiting:
-        return dg.SkipReason("nothing waiting on the axis")
-    tick = int(context.cursor or 0) + 1
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"inbox-{tick}",
-                                                       tags={"hub/trigger": "document-axis"})], cursor=str(tick))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.automation import (document_axis_inbox, hourly_days, hourly_sync, land_days, receive_documents,
-                                  sync_all, sync_population)
+from pipelines.automation import hourly_days, hourly_sync, land_days, sync_all, sync_population
 from pipelines.canonical import canonical_assets
 from pipelines.checks import asset_checks
+from pipelines.documents import docaxis_assets, docaxis_checks, docaxis_jobs, docaxis_sensors
 from pipelines.lake import HubLake
 from pipelines.publish import snapshot
 from pipelines.reconcile import hourly_reconcile, reconcile_assets, reconcile_checks, reconcile_job
@@ -15,11 +15,11 @@ from pipelines.scale_out import executor_from_env
 from pipelines.sources import landing_assets
 
 defs = dg.Definitions(
-    assets=[*landing_assets, *canonical_assets, snapshot, *reconcile_assets],
-    asset_checks=[*asset_checks, *reconcile_checks],
-    jobs=[land_days, sync_all, receive_documents, sync_population, reconcile_job],
+    assets=[*landing_assets, *canonical_assets, snapshot, *docaxis_assets, *reconcile_assets],
+    asset_checks=[*asset_checks, *docaxis_checks, *reconcile_checks],
+    jobs=[land_days, sync_all, sync_population, *docaxis_jobs, reconcile_job],
     schedules=[hourly_days, hourly_sync, hourly_reconcile],
-    sensors=[document_axis_inbox],
+    sensors=[*docaxis_sensors],
     resources={"lake": HubLake()},
     executor=executor_from_env(),
 )

@@ -274,7 +274,7 @@ def assert_publishing_an_unbuilt_lake_fails(ui: RunningUI, tmp_path: Path) -> No
 def test_the_ui_launches_runs_and_reports_their_outcome(hub_env: dict[str, str], tmp_path: Path):
     with running_ui(tmp_path, hub_env) as ui:
         repo = repository(ui)
-        assert {"receive_documents", ASSET_JOB} <= {job["name"] for job in repo["jobs"]}
+        assert {"docaxis_exchange", ASSET_JOB} <= {job["name"] for job in repo["jobs"]}
         keys = {"/".join(node["assetKey"]["path"]) for node in repo["assetNodes"]}
         assert {"landing/population", "canonical/citizens", "published/snapshot"} <= keys
         switch_automation_off(ui, repo)

@@ -47,7 +47,7 @@ def test_every_asset_is_described_owned_and_kinded():
         node = graph.get(key)
         assert node.description and node.owners and node.kinds, key
     assert {s.name for s in defs.schedules} == {"hourly_days", "hourly_sync", "hourly_reconcile"}
-    assert {s.name for s in defs.sensors} == {"document_axis_inbox"}
+    assert {s.name for s in defs.sensors} == {"docaxis_inbox"}
 
 
 @pytest.fixture
