@@ -103,6 +103,14 @@ class CanonicalTable:
             return None
         return Manifest(**content)
 
+    def committed(self) -> Manifest:
+        """The committed build; FileNotFoundError, saying so, when the table has not been built."""
+        manifest = self.manifest()
+        if manifest is None:
+            raise FileNotFoundError(f"canonical table {self.directory.name} has not been built yet "
+                                    f"({self.manifest_path})")
+        return manifest
+
     def paths(self, manifest: Manifest) -> list[Path]:
         """The base and the live change files, in the order they apply."""
         return [self.directory / name for name in manifest.files()]
@@ -140,7 +148,7 @@ class CanonicalTable:
         previous = self.manifest()
         names = [str(p) for p in record_parts]
         if previous is None or not set(previous.parts) <= set(names):
-            build = self._rebuild(record_parts, previous)
+            build = self._rebuild(record_parts)
         else:
             built = set(previous.parts)
             build = self._change(previous, [p for p in record_parts if str(p) not in built], names)
@@ -153,14 +161,7 @@ class CanonicalTable:
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    def committed(self) -> Manifest:
-        manifest = self.manifest()
-        if manifest is None:
-            raise FileNotFoundError(f"canonical table {self.directory.name} has not been built yet "
-                                    f"({self.manifest_path})")
-        return manifest
-
-    def _rebuild(self, record_parts: list[Path], previous: Manifest | None) -> Build:
+    def _rebuild(self, record_parts: list[Path]) -> Build:
         lineage = uuid.uuid4().hex[:12]
         base = f"base-{lineage}-{0:09d}.parquet"
         keys = ", ".join(f'"{k}"' for k in self.key)
