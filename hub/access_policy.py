@@ -8,9 +8,12 @@ for: asking for a field that is not granted is refused.
 
 Clients live in a JSON file (``$HUB_HOME/clients.json``, or ``HUB_API_CLIENTS``), re-read when it
 changes. A key is ``lgsp.<client_id>.<secret>``; the file keeps only a salted scrypt hash of it, so a
-copy of the file does not let anyone in. The secret is 256 random bits, which makes a successful
-check safe to remember by a SHA-256 digest in memory; each failed check costs a full scrypt, so
-failures are rate-limited per remote address before they are computed.
+copy of the file does not let anyone in. A successful check is remembered in the server's memory
+only (never written anywhere, dropped when the file is re-read): the key as the client sent it,
+filed under its public part ``lgsp.<client_id>``, so at most one per registered client. A later
+request presenting a key with that prefix is compared with it in constant time
+(``hmac.compare_digest``); anything else costs a full scrypt, so failures are rate-limited per
+remote address before they are computed.
 
 The file (written by :func:`register_client`; an operator may edit grants, purposes and rates)::
 
@@ -278,10 +281,14 @@ class AccessPolicy:
     _clients: dict[str, Client] = field(default_factory=dict)
     _identity: tuple[int, int, int] | None = None
     _next_check: float = 0.0
-    _verified: dict[bytes, str] = field(default_factory=dict)
+    #: ``lgsp.<client_id>`` → (the key that verified, as bytes; its client ID): see :meth:`cached_client`.
+    _verified: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     _limiters: dict[str, RateLimiter] = field(default_factory=dict)
     _failures: RateLimiter | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: (client_id, dataset, asked, purpose) → (the Client it was decided for, the fields): see :meth:`grant`.
+    _decisions: dict[tuple, tuple[Client, tuple[str, ...]]] = field(default_factory=dict)
+    decisions_max: int = 4096
 
     def __post_init__(self) -> None:
         self._failures = RateLimiter(self.failure_rate, self.failure_burst)
@@ -302,6 +309,7 @@ class AccessPolicy:
         with self._lock:
             self._clients, self._identity, self._verified = clients, identity, {}
             self._limiters = {cid: RateLimiter(c.rate, c.burst) for cid, c in clients.items()}
+            self._decisions = {}
 
     def poll(self) -> None:
         now = time.monotonic()
@@ -310,9 +318,12 @@ class AccessPolicy:
             self.reload()
 
     def cached_client(self, key: str) -> Client | None:
-        """The client of a key already verified, without computing a hash (fast path)."""
-        client_id = self._verified.get(hashlib.sha256(key.encode()).digest())
-        return self._clients.get(client_id) if client_id else None
+        """The client of a key already verified, without computing a hash (fast path): the key
+        remembered for its ``lgsp.<client_id>`` prefix, compared in constant time."""
+        known = self._verified.get(key[:key.rfind(".")])
+        if known is None or not hmac.compare_digest(known[0], key.encode()):
+            return None
+        return self._clients.get(known[1])
 
     def check_key(self, key: str, remote: str) -> Client:
         """The client a key belongs to; 401 when it belongs to none, 429 when this address failed
@@ -335,8 +346,34 @@ class AccessPolicy:
         client = self._clients.get(match.group(1))
         if not (client.key if client else _DECOY).verify(key) or client is None:
             raise RequestRefused(401, "unauthenticated", "the API key is not valid")
-        self._verified[hashlib.sha256(key.encode()).digest()] = client.client_id
+        self._verified[key[:key.rfind(".")]] = (key.encode(), client.client_id)
         return client
+
+    def grant(self, client: Client, dataset: str, asked: Iterable[str] | None, purpose: str | None) -> tuple[str, ...]:
+        """The fields an answer carries (:func:`select_fields`: 400/403) once the purpose is checked
+        (:func:`check_purpose`: 400/403). A decision is a pure function of the client's entry and the
+        arguments, so allowed ones are remembered (bounded; refusals are always recomputed). An entry
+        applies only to the very :class:`Client` object it was decided for, and a reload of the file
+        drops them all, so a changed grant or purpose takes effect with the next request."""
+        asked = tuple(asked) if asked is not None else None
+        key = (client.client_id, dataset, asked, purpose)
+        known = self._decisions.get(key)
+        if known is not None and known[0] is client:
+            return known[1]
+        fields = select_fields(client, dataset, list(asked) if asked is not None else None)
+        check_purpose(client, dataset, fields, purpose)
+        decisions = self._decisions
+        if len(decisions) >= self.decisions_max:
+            decisions.clear()
+        decisions[key] = (client, fields)
+        return fields
+
+    def known_grant(self, client: Client, dataset: str, asked: tuple[str, ...] | None,
+                    purpose: str | None) -> tuple[str, ...] | None:
+        """What :meth:`grant` decided before for exactly these arguments, or None (not decided yet,
+        or refused): a lookup only, for the API's fast path."""
+        known = self._decisions.get((client.client_id, dataset, asked, purpose))
+        return known[1] if known is not None and known[0] is client else None
 
     def check_rate(self, client: Client) -> None:
         """429 with ``Retry-After`` when the client is over its rate."""

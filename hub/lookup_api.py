@@ -15,12 +15,20 @@ Lookups are a few microseconds each (:mod:`hub.serving_store`), so handlers run 
 only an uncached API-key check (a deliberate scrypt) goes to a thread. The audit append is a few
 microseconds (the log commits in groups in its own thread); with ``ApiLimits.audit_durable`` each
 answer waits in a worker thread until its entry is on disk.
+
+The busiest request, ``GET /v1/citizens/{personal_id}``, is answered by :class:`LookupApp` before
+the framework sees it (routing, the request object and the middleware cost several times the lookup),
+and in the usual case in one pass (:meth:`LookupService.fast_citizen`) over what earlier requests
+left: the verified key, the client's decision for these fields and purpose, the field list, the
+answer's envelope. Everything else takes the Starlette routes. Both give the same answers and
+audit entries, byte for byte (``tests/test_lookup_api.py`` drives the same requests both ways).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import logging
 import os
 import re
@@ -28,7 +36,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
+from urllib.parse import unquote
 
 import anyio.to_thread
 import orjson
@@ -43,8 +52,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub.access_policy import (AccessPolicy, Client, RequestRefused, check_feed, check_purpose, clients_path,
-                                select_fields)
+from hub.access_policy import AccessPolicy, Client, RequestRefused, check_feed, clients_path
 from hub.audit_log import AuditEntry
 from hub.config import load_config_file
 from hub.identity_match import BirthQuery, identity_matches, parse_birth
@@ -80,7 +88,7 @@ class ApiLimits:
     audit_durable: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class AuditContext:
     """What a handler learnt about its request, for the audit entry the middleware writes."""
 
@@ -147,17 +155,24 @@ class AuditMiddleware:
     async def _append(self, scope: Scope, context: AuditContext, status: int) -> int | None:
         route = scope.get("route")  # the template (``/v1/citizens/{personal_id}``): the key is in ``asked``
         path = getattr(route, "path", None) or scope["path"][:200]
-        entry = AuditEntry(at=context.at, client_id=context.client_id, agency_code=context.agency_code,
-                           purpose=context.purpose, method=scope["method"], path=path,
-                           asked=context.asked, fields=context.fields, record_keys=context.record_keys,
-                           outcome=status, detail=context.detail)
-        try:
-            if self.durable:
-                return await anyio.to_thread.run_sync(lambda: self.sink.append(entry, durable=True))
-            return self.sink.append(entry)
-        except Exception:
-            log.exception("audit append failed; withholding the answer")
-            return None
+        return await _audit(self.sink, self.durable, _entry(context, scope["method"], path, status))
+
+
+def _entry(context: AuditContext, method: str, path: str, status: int) -> AuditEntry:
+    return AuditEntry(at=context.at, client_id=context.client_id, agency_code=context.agency_code,
+                      purpose=context.purpose, method=method, path=path, asked=context.asked, fields=context.fields,
+                      record_keys=context.record_keys, outcome=status, detail=context.detail)
+
+
+async def _audit(sink: AuditSink, durable: bool, entry: AuditEntry) -> int | None:
+    """The entry's number, or None when the log cannot take it (the answer is then withheld)."""
+    try:
+        if durable:
+            return await anyio.to_thread.run_sync(lambda: sink.append(entry, durable=True))
+        return sink.append(entry)
+    except Exception:
+        log.exception("audit append failed; withholding the answer")
+        return None
 
 
 async def _send_internal_error(send: Callable[[Message], Awaitable[None]]) -> None:
@@ -172,10 +187,15 @@ async def _send_json(send: Callable[[Message], Awaitable[None]], status: int, bo
     await send({"type": "http.response.body", "body": payload})
 
 
+def _note_refusal(context: AuditContext, refusal: RequestRefused) -> None:
+    note = refusal.audit_detail
+    context.detail = f"{context.detail}; {note}" if context.detail else note
+
+
 def _hardening(audit_number: int | None) -> list[tuple[bytes, bytes]]:
     """Answers carry personal data: no caching anywhere, no content sniffing; the audit entry's number
     lets an agency cite the record of its request."""
-    headers = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+    headers = [*_HARDENING]
     if isinstance(audit_number, int):
         headers.append((b"x-audit-entry", str(audit_number).encode()))
     return headers
@@ -198,7 +218,75 @@ def _clean(value: str, what: str, limit: int) -> str:
 
 def _query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
     """Query parameters, refusing unknown and repeated ones instead of ignoring them."""
-    items = request.query_params.multi_items()
+    return _query_of(request.scope["query_string"], allowed)
+
+
+def _query_items(raw: bytes) -> list[tuple[str, str]]:
+    """The query string's (name, value) pairs exactly as Starlette's ``QueryParams`` reads them
+    (``urllib.parse.parse_qsl(raw.decode("latin-1"), keep_blank_values=True)``), without its
+    per-request objects: ``+`` is a space, ``%XX`` is UTF-8 (errors replaced), empty parts dropped.
+    When no escape stands for a separator (``%26`` ``&``, ``%3D`` ``=``), the whole text is unescaped
+    at once before it is split, which gives the same pairs (separators are ASCII, so never part of
+    an escaped UTF-8 sequence) with one call instead of one per name and value."""
+    if not raw:
+        return []
+    text = raw.decode("latin-1")
+    if "+" in text:
+        text = text.replace("+", " ")
+    if "%" not in text:
+        return _pairs(text)
+    if "%26" not in text and "%3D" not in text and "%3d" not in text:
+        whole = _unescape(text)
+        if whole is not None:
+            return _pairs(whole)
+    items = []
+    for part in text.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "%" in name:
+            name = _unquote(name)
+        if "%" in value:
+            value = _unquote(value)
+        items.append((name, value))
+    return items
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    items = []
+    for part in text.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            items.append((name, value))
+    return items
+
+
+def _unescape(text: str) -> str | None:
+    """``urllib.parse.unquote(text)`` in C, for an ASCII text whose every ``%`` starts a ``%XX``
+    escape: those become ``\\xXX`` escapes (backslashes doubled first) for ``codecs.escape_decode``.
+    None for anything else (a stray ``%``, non-ASCII text)."""
+    if not text.isascii():
+        return None
+    raw = text.encode()
+    if b"\\" in raw:
+        raw = raw.replace(b"\\", b"\\\\")
+    try:
+        return codecs.escape_decode(raw.replace(b"%", b"\\x"))[0].decode("utf-8", "replace")
+    except ValueError:
+        return None
+
+
+def _unquote(text: str) -> str:
+    """``urllib.parse.unquote(text)``, in C when :func:`_unescape` can."""
+    whole = _unescape(text)
+    return whole if whole is not None else unquote(text)
+
+
+def _query_of(raw: bytes, allowed: frozenset[str]) -> dict[str, str]:
+    items = _query_items(raw)
+    query = dict(items)
+    if len(query) == len(items) and query.keys() <= allowed:
+        return query  # the common case: nothing unknown, nothing repeated
     names = [name for name, _ in items]
     unknown = sorted(set(names) - allowed)
     if unknown:
@@ -214,7 +302,10 @@ def _query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
 
 def _clean_shown(text: str) -> str:
     """Caller-supplied text fit to echo in a message or the audit log: short, printable."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:40])
+    text = text[:40]
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def _shown_key(text: str) -> str:
@@ -222,10 +313,42 @@ def _shown_key(text: str) -> str:
     return _clean_shown(text) + ("…" if len(text) > 40 else "")
 
 
-def _fields_param(query: Mapping[str, str]) -> list[str] | None:
-    if "fields" not in query:
+_CITIZEN_QUERY = frozenset({"purpose", "name", "birth_date", "fields"})
+#: (source, as_of, valid_until, purpose, fields) → the answer's JSON up to its record: what
+#: :meth:`LookupService.answer` renders before ``"record":``, the same bytes, made once per copy,
+#: purpose and field list (keyed by the texts, so that no old snapshot is kept alive by it).
+_ENVELOPES: dict[tuple[str, str | None, str | None, str | None, tuple[str, ...]], bytes] = {}
+_ENVELOPES_MAX = 1024
+
+
+def _envelope(copy: DatasetCopy, purpose: str | None, fields: tuple[str, ...]) -> bytes:
+    key = (copy.spec.system, copy.as_of_text, copy.valid_until_text, purpose, fields)
+    prefix = _ENVELOPES.get(key)
+    if prefix is None:
+        prefix = orjson.dumps({"source": key[0], "as_of": key[1], "valid_until": key[2], "purpose": purpose,
+                               "fields": fields})[:-1] + b',"record":'
+        if len(_ENVELOPES) >= _ENVELOPES_MAX:
+            _ENVELOPES.clear()
+        _ENVELOPES[key] = prefix
+    return prefix
+
+
+#: ``fields=`` texts already read (a handful of distinct lists in practice): text → names.
+_FIELD_LISTS: dict[str, tuple[str, ...]] = {}
+_FIELD_LISTS_MAX = 1024
+
+
+def _fields_param(query: Mapping[str, str]) -> tuple[str, ...] | None:
+    text = query.get("fields")
+    if text is None:
         return None
-    return _field_names(query["fields"].split(","), "fields")
+    names = _FIELD_LISTS.get(text)
+    if names is None:
+        names = tuple(_field_names(text.split(","), "fields"))
+        if len(_FIELD_LISTS) >= _FIELD_LISTS_MAX:
+            _FIELD_LISTS.clear()
+        _FIELD_LISTS[text] = names
+    return names
 
 
 def _field_names(names: list[str], what: str) -> list[str]:
@@ -257,6 +380,9 @@ def _birth(text: str, where: str = "birth_date") -> BirthQuery:
 
 
 def _personal_id(text: str, where: str = "personal_id") -> str:
+    if len(text) == 12 and text.isascii() and text.isdigit() and text[0] == "0" and text[1:3] != "00" \
+            and text[3] <= "5":
+        return text  # what the checks below accept: 12 ASCII digits, province 001-099, gender/century 0-5
     strict = _DIGITS12.fullmatch(text)  # identifiers.py's rules take Unicode digits and a trailing newline
     problem = None if strict else f"personal ID {_clean_shown(text)!r} is not 12 digits"
     problem = problem or personal_id_problem(text)
@@ -412,6 +538,18 @@ def _project(rows: RowTable, values: list[Any], fields: tuple[str, ...]) -> dict
     return {name: values[position[name]] for name in fields}
 
 
+def _matched_record(context: AuditContext, copy, personal_id: str, name: str, birth, fields) -> dict[str, Any]:
+    """The granted fields of the citizen that ``personal_id``, ``name`` and ``birth`` match (the 037
+    rule), noted in the audit context; 404 when none does."""
+    values, why = _citizen_values(copy, personal_id, name, birth)
+    if values is None:
+        context.detail = why
+        raise RequestRefused(404, "not_found", "no citizen matches this personal ID, name and date of birth")
+    context.fields, context.record_keys = list(fields), [personal_id]
+    position = copy.rows.position
+    return {f: values[position[f]] for f in fields}
+
+
 def _citizen_values(copy: DatasetCopy, personal_id: str, name: str,
                     birth: BirthQuery | None) -> tuple[list[Any] | None, str]:
     """The citizen's row when the 037 rule holds; else None and why (for the audit log only: the
@@ -453,17 +591,36 @@ class LookupService:
 
     async def client(self, request: Request) -> Client:
         """The authenticated client, within its rate; fills who is asking into the audit context."""
+        return await self.authenticate(_context(request), request.headers.get("authorization", ""),
+                                       request.client.host if request.client else "unknown")
+
+    def known_client(self, context: AuditContext, authorization: str) -> Client | None:
+        """:meth:`authenticate` for a key verified before (the usual case), without a coroutine: the
+        client, within its rate; None when :meth:`authenticate` has to decide (no key, a malformed or
+        unknown one, a disabled client), which then checks everything again (no rate token was taken)."""
         self.policy.poll()
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        key = key.strip()
+        client = self.policy.cached_client(key) if key else None
+        if client is None or client.disabled:
+            return None
+        context.client_id, context.agency_code = client.client_id, client.agency_code
+        self.policy.check_rate(client)
+        return client
+
+    async def authenticate(self, context: AuditContext, authorization: str, remote: str) -> Client:
+        """:meth:`client` from the ``Authorization`` header's text and the remote address."""
+        self.policy.poll()
+        scheme, _, key = authorization.partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             raise RequestRefused(401, "unauthenticated", "send the API key as 'Authorization: Bearer <key>'",
                                  {"WWW-Authenticate": "Bearer"})
-        remote = request.client.host if request.client else "unknown"
         client = self.policy.cached_client(key) or await run_in_threadpool(self.policy.check_key, key, remote)
         if client.disabled:
             raise RequestRefused(401, "unauthenticated", f"client {client.client_id} is disabled")
-        context = _context(request)
         context.client_id, context.agency_code = client.client_id, client.agency_code
         self.policy.check_rate(client)
         return client
@@ -477,7 +634,7 @@ class LookupService:
         copy = snapshot.datasets.get(name)
         if copy is None:
             raise RequestRefused(503, "dataset_unavailable", f"the published snapshot has no {name}")
-        if copy.expired(datetime.now(timezone.utc)):
+        if copy.expired_now():
             raise RequestRefused(503, "copy_expired", f"the {name} copy was valid until {copy.valid_until_text} "
                                                       "(Decree 47/2020 Art. 41) and has not been refreshed since")
         return snapshot, copy
@@ -486,31 +643,85 @@ class LookupService:
         return JSONAnswer({"source": copy.spec.system, "as_of": copy.as_of_text, "valid_until": copy.valid_until_text,
                            "purpose": purpose, "fields": list(fields), **body})
 
-    def grant(self, client: Client, dataset: str, asked: list[str] | None, purpose: str | None) -> tuple[str, ...]:
-        """The answer's fields (400/403 per :func:`select_fields`), then the purpose check (400/403)."""
-        fields = select_fields(client, dataset, asked)
-        check_purpose(client, dataset, fields, purpose)
-        return fields
+    def grant(self, client: Client, dataset: str, asked: Sequence[str] | None, purpose: str | None) -> tuple[str, ...]:
+        """The answer's fields (400/403 per :func:`hub.access_policy.select_fields`), then the purpose
+        check (400/403): :meth:`AccessPolicy.grant`, which remembers what it allowed."""
+        return self.policy.grant(client, dataset, asked, purpose)
 
     # endpoints
 
     async def get_citizen(self, request: Request) -> Response:
-        context = _context(request)
-        client = await self.client(request)
-        query = _query(request, frozenset({"purpose", "name", "birth_date", "fields"}))
-        context.asked = [_shown_key(request.path_params["personal_id"])]
-        personal_id = _personal_id(request.path_params["personal_id"])
+        """The Starlette route of the lookup (``HEAD``; ``GET`` takes :class:`LookupApp`'s direct path)."""
+        body = await self.lookup_citizen(_context(request), request.headers.get("authorization", ""),
+                                         request.client.host if request.client else "unknown",
+                                         request.path_params["personal_id"], request.scope["query_string"])
+        return Response(body, media_type="application/json")
+
+    def fast_citizen(self, context: AuditContext, authorization: str, raw_id: str, query_string: bytes) -> bytes | None:
+        """:meth:`lookup_citizen` for the usual request, in one pass: a key verified before, a query
+        of the four known parameters, each once, a valid personal ID, fields and purpose allowed
+        before for this client (:meth:`AccessPolicy.known_grant`), a name and a date of birth that
+        read. Anything else returns None *before* anything is taken or noted (no rate token, the
+        audit context untouched), and :meth:`lookup_citizen` then decides it step by step as always.
+        Past those checks it is the same path: the rate (429), the copy (:meth:`dataset`, 503), the
+        037 rule (404) and the answer, with the same audit context."""
+        policy = self.policy
+        policy.poll()
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        client = policy.cached_client(key.strip())
+        if client is None or client.disabled:
+            return None
+        items = _query_items(query_string)
+        query = dict(items)
+        if len(query) != len(items) or not query.keys() <= _CITIZEN_QUERY:
+            return None
+        if not (len(raw_id) == 12 and raw_id.isascii() and raw_id.isdigit() and raw_id[0] == "0"
+                and raw_id[1:3] != "00" and raw_id[3] <= "5"):  # _personal_id's rules
+            return None
+        purpose, text = query.get("purpose"), query.get("fields")
+        asked = None if text is None else _FIELD_LISTS.get(text)
+        if text is not None and asked is None:
+            return None
+        fields = policy.known_grant(client, "citizens", asked, purpose)
+        name, birth_text = query.get("name"), query.get("birth_date")
+        if (fields is None or name is None or birth_text is None or len(name) > 200 or len(birth_text) > 10
+                or not name.isprintable() or not birth_text.isprintable() or not name.strip()
+                or not birth_text.strip()):
+            return None
+        try:
+            birth = parse_birth(birth_text)
+        except ValueError:
+            return None
+        # decided: from here on exactly what lookup_citizen does past the same checks
+        context.client_id, context.agency_code = client.client_id, client.agency_code
+        policy.check_rate(client)
+        context.asked = [raw_id]  # _shown_key of a valid ID is the ID
+        if purpose is not None:
+            context.purpose = _clean_shown(purpose[:100])
+        _, copy = self.dataset("citizens")
+        record = _matched_record(context, copy, raw_id, name, birth, fields)
+        return b"%b%b}" % (_envelope(copy, purpose, fields), orjson.dumps(record))
+
+    async def lookup_citizen(self, context: AuditContext, authorization: str, remote: str, raw_id: str,
+                             query_string: bytes) -> bytes:
+        """``GET /v1/citizens/{personal_id}``: the answer's JSON, or :class:`RequestRefused`."""
+        client = self.known_client(context, authorization)
+        if client is None:
+            client = await self.authenticate(context, authorization, remote)
+        query = _query_of(query_string, _CITIZEN_QUERY)
+        context.asked = [_shown_key(raw_id)]
+        personal_id = _personal_id(raw_id)
         purpose = _purpose(query, context)
-        fields = self.grant(client, "citizens", _fields_param(query), purpose)
+        fields = self.policy.grant(client, "citizens", _fields_param(query), purpose)
         name = _required(query, "name", "the citizen's full name (service 037 rule)")
         birth = _birth(_required(query, "birth_date", "yyyy, yyyyMMdd or yyyy-MM-dd (service 037 rule)"))
         _, copy = self.dataset("citizens")
-        values, why = _citizen_values(copy, personal_id, name, birth)
-        if values is None:
-            context.detail = why
-            raise RequestRefused(404, "not_found", "no citizen matches this personal ID, name and date of birth")
-        context.fields, context.record_keys = list(fields), [personal_id]
-        return self.answer(copy, purpose, fields, record=_project(copy.rows, values, fields))
+        record = _matched_record(context, copy, personal_id, name, birth, fields)
+        return orjson.dumps({"source": copy.spec.system, "as_of": copy.as_of_text,
+                             "valid_until": copy.valid_until_text, "purpose": purpose, "fields": list(fields),
+                             "record": record})
 
     async def verify_citizen(self, request: Request) -> Response:
         context = _context(request)
@@ -712,9 +923,7 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
         try:
             return await handler(request)
         except RequestRefused as refusal:
-            context = _context(request)
-            note = refusal.audit_detail
-            context.detail = f"{context.detail}; {note}" if context.detail else note
+            _note_refusal(_context(request), refusal)
             return _refusal_response(refusal)
 
     return endpoint
@@ -733,6 +942,93 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONAnswer({"error": error, "message": message}, status, headers)
 
 
+CITIZEN_PATH = "/v1/citizens/{personal_id}"
+_CITIZEN_PREFIX = "/v1/citizens/"
+_JSON = (b"content-type", b"application/json")
+_HARDENING = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+_INTERNAL_ERROR = orjson.dumps({"error": "internal_error", "message": "the service failed on this request"})
+
+
+class LookupApp(Starlette):
+    """The Starlette app, with the busiest request answered without the framework's machinery.
+
+    ``GET /v1/citizens/{personal_id}`` (any ``GET`` of one path segment under ``/v1/citizens/``,
+    which is exactly what the first route matches) goes straight to
+    :meth:`LookupService.lookup_citizen` and its audit entry: no routing, request object or
+    middleware stack, which cost several times the lookup itself. What it answers is what the
+    Starlette route and :class:`AuditMiddleware` answer, byte for byte: the same status, body and
+    headers, refusals in the same JSON, the same audit entry (path ``/v1/citizens/{personal_id}``),
+    503 when the log cannot take the entry, 500 (audited) on an unexpected error. Every other
+    request, ``HEAD`` of the same path included, goes through Starlette."""
+
+    def __init__(self, service: "LookupService", sink: AuditSink, durable: bool, **options: Any) -> None:
+        super().__init__(**options)
+        self.service, self.sink, self.durable = service, sink, durable
+        #: :meth:`hub.audit_log.AuditLog.append_request` where the sink has it: the same entry as
+        #: ``append(AuditEntry(...))``, without making the entry object.
+        self._append_request = getattr(sink, "append_request", None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            path = scope["path"]
+            if path.startswith(_CITIZEN_PREFIX):
+                raw_id = path[13:]
+                if raw_id and "/" not in raw_id:
+                    await self._get_citizen(scope, send, raw_id)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _get_citizen(self, scope: Scope, send: Send, raw_id: str) -> None:
+        context = AuditContext(datetime.now(timezone.utc))
+        authorization = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":  # the first, as Starlette's Headers.get reads it
+                authorization = value.decode("latin-1")
+                break
+        peer = scope.get("client")
+        try:
+            try:
+                body = self.service.fast_citizen(context, authorization, raw_id, scope["query_string"])
+                if body is None:
+                    body = await self.service.lookup_citizen(context, authorization, peer[0] if peer else "unknown",
+                                                             raw_id, scope["query_string"])
+                status, headers = 200, [(b"content-length", str(len(body)).encode()), _JSON]
+            except RequestRefused as refusal:
+                _note_refusal(context, refusal)
+                status, body = refusal.status, orjson.dumps({"error": refusal.error, "message": refusal.message})
+                headers = [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers.items()),
+                           (b"content-length", str(len(body)).encode()), _JSON]
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            context.detail = "internal error"
+            status, body = 500, _INTERNAL_ERROR
+            headers = [_JSON, (b"content-length", str(len(body)).encode()), *_hardening(None)]
+        if self.durable:
+            number = await _audit(self.sink, True, _entry(context, "GET", CITIZEN_PATH, status))
+        else:
+            try:
+                if self._append_request is not None:
+                    number = self._append_request(
+                        at=context.at, client_id=context.client_id, agency_code=context.agency_code,
+                        purpose=context.purpose, method="GET", path=CITIZEN_PATH, asked=context.asked,
+                        fields=context.fields, record_keys=context.record_keys, outcome=status, detail=context.detail)
+                else:
+                    number = self.sink.append(_entry(context, "GET", CITIZEN_PATH, status))
+            except Exception:
+                log.exception("audit append failed; withholding the answer")
+                number = None
+        if number is None:
+            await _send_json(send, 503, {"error": "audit_unavailable",
+                                         "message": "the audit log cannot record this request, so it is "
+                                                    "not answered; retry later"})
+            return
+        headers += _HARDENING  # what _hardening(number) adds, in its order
+        if isinstance(number, int):
+            headers.append((b"x-audit-entry", str(number).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 def create_app(store: SnapshotStore, policy: AccessPolicy, audit: AuditSink,
                limits: ApiLimits | None = None) -> Starlette:
     """The ASGI app. ``store`` should be loaded (``store.load()``) before the first request; until a
@@ -740,7 +1036,7 @@ def create_app(store: SnapshotStore, policy: AccessPolicy, audit: AuditSink,
     limits = limits or ApiLimits()
     service = LookupService(store, policy, limits)
     routes = [
-        Route("/v1/citizens/{personal_id}", _guarded(service.get_citizen), methods=["GET"]),  # first: the busiest
+        Route(CITIZEN_PATH, _guarded(service.get_citizen), methods=["GET"]),  # first: the busiest (GET: LookupApp)
         Route("/v1/citizens/verify", _guarded(service.verify_citizen), methods=["POST"]),
         Route("/v1/citizens:batch", _guarded(service.citizens_batch), methods=["POST"]),
         Route("/v1/citizens/{personal_id}/civil-events", _guarded(service.civil_events), methods=["GET"]),
@@ -752,7 +1048,8 @@ def create_app(store: SnapshotStore, policy: AccessPolicy, audit: AuditSink,
         Route("/docs", service.docs, methods=["GET"]),
         Route("/healthz", service.health, methods=["GET"]),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(AuditMiddleware, sink=audit, durable=limits.audit_durable)],
+    return LookupApp(service, audit, limits.audit_durable, routes=routes,
+                     middleware=[Middleware(AuditMiddleware, sink=audit, durable=limits.audit_durable)],
                      exception_handlers={HTTPException: _http_error})
 
 

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -570,3 +570,30 @@ def test_module_leaves_no_stray_files(template: Path):
     names = {p.name for p in template.iterdir()}
     assert names - {p.name for p in segments(template)} == {"checkpoints.jsonl", "head.json", "writer.lock"}
     assert os.stat(template).st_mode & 0o077 == 0
+
+
+def test_append_request_writes_what_append_of_the_entry_writes(tmp_path: Path):
+    """The lookup API appends its entries field by field; the lines, hashes, numbers and checkpoints
+    must be those of ``append(AuditEntry(...))``, byte for byte, including the entry's rules (``at``
+    kept in UTC, ``detail`` cut)."""
+    plus7 = timezone(timedelta(hours=7))
+    entries = [make_entry(i) for i in range(1200)]
+    entries.append(AuditEntry(at=datetime(2026, 5, 4, 8, 30, 0, 123456, tzinfo=plus7), client_id="a", agency_code="b",
+                              purpose=None, method="GET", path="/", outcome=400, detail="x" * 500))
+    with AuditLog(tmp_path / "whole", KEY, checkpoint_every=EVERY) as whole, \
+            AuditLog(tmp_path / "fields", KEY, checkpoint_every=EVERY) as fields:
+        for entry in entries:
+            by_entry = whole.append(entry)
+            by_fields = fields.append_request(
+                at=entry.at.astimezone(plus7), client_id=entry.client_id, agency_code=entry.agency_code,
+                purpose=entry.purpose, method=entry.method, path=entry.path, asked=list(entry.asked),
+                fields=list(entry.fields), record_keys=list(entry.record_keys), outcome=entry.outcome,
+                detail=entry.detail if len(entry.detail) <= 300 else "x" * 500)
+            assert by_entry == by_fields
+    written = [[p.read_bytes() for p in segments(tmp_path / name)] for name in ("whole", "fields")]
+    assert written[0] == written[1]
+    assert verify(tmp_path / "fields", KEY.public_key()).ok
+    with pytest.raises(ValueError):
+        with AuditLog(tmp_path / "naive", KEY) as log:
+            log.append_request(at=datetime(2026, 1, 1), client_id="a", agency_code="b", purpose=None, method="GET",
+                               path="/", asked=[], fields=[], record_keys=[], outcome=400)

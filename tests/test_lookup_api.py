@@ -7,6 +7,7 @@ clients file with hashed keys. Nothing sleeps: whatever waits polls with a deadl
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import stat
@@ -17,8 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import parse_qsl, urlencode
 
 import duckdb
 import numpy as np
@@ -28,17 +31,19 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
                                                response_schema_conformance, status_code_conformance)
+from starlette.applications import Starlette
 
-from hub.access_policy import (SENSITIVE, AccessPolicy, PolicyFileError, expand_grant, parse_grants, read_clients,
-                                register_client)
+from hub.access_policy import (SENSITIVE, AccessPolicy, PolicyFileError, RequestRefused, expand_grant, parse_grants,
+                                read_clients, register_client)
 from hub.audit_log import AuditEntry, AuditLog, subject, verify
 from hub.config import Settings
 from hub.identity_match import fold_name, parse_birth
-from hub.lookup_api import ApiLimits, app_from_settings, create_app
+from hub.lookup_api import ApiLimits, _query_items, app_from_settings, create_app
 from hub.lookup_openapi import openapi_document
 from hub.serving_store import CATALOGUE, RowTable, SnapshotStore, read_snapshot
 from sandbox.server import running
@@ -831,6 +836,231 @@ def test_row_table_reads_rows_across_arrow_chunks() -> None:
     table = RowTable(("key", "n"), rows, np.array(["a", "b", "c"]))
     assert len(table) == 3 and [table.values(i) for i in range(3)] == [["a", 1], ["b", 2], ["c", None]]
     assert table.find("c") == 2 and table.find("d") is None and table.find("cc") is None
+
+
+def test_row_table_searches_digit_keys_by_value_in_two_levels() -> None:
+    rng = np.random.default_rng(7)
+    numbers = np.unique(rng.integers(10**11, 10**12, 5000))
+    keys = np.array([f"{n:012d}" for n in numbers])
+    table = RowTable(("key",), pa.chunked_array([pa.array([f'["{k}"]' for k in keys])]), keys)
+    assert table._int_keys is not None  # the two-level search over int64 values is the one exercised
+    for i in (0, 1, 63, 64, 65, len(keys) // 2, len(keys) - 2, len(keys) - 1):
+        assert table.find(str(keys[i])) == i
+    for probe in rng.integers(10**11, 10**12, 2000):
+        text = f"{probe:012d}"
+        low = int(np.searchsorted(keys, text))
+        assert table.find(text) == (low if low < len(keys) and keys[low] == text else None)
+    first = str(keys[0])
+    for absent in ("0" * 12, "9" * 12, first[:-1], first + "0", " " + first[1:], first[:-1] + "\uff11",
+                   first[:-1] + "\u0661", "", "+" + first[1:]):
+        assert table.find(absent) is None, absent
+    mixed = np.array(["031090012345", "0310900123AB"])  # not all digits: searched as text
+    text_table = RowTable(("key",), pa.chunked_array([pa.array(['["a"]', '["b"]'])]), mixed)
+    assert text_table._int_keys is None and text_table.find("0310900123AB") == 1
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True, database=None)
+@given(raw=st.one_of(st.binary(max_size=60), st.lists(st.sampled_from(
+    ["a", "b", "=", "&", "+", "%", "%2", "%26", "%3D", "%3d", "%2B", "%25", "%5C", "%E1%BB%85", "%C4", "%zz", "\\",
+     "\\x41", "é", "\x80", "name", "purpose", " "]), max_size=25).map(lambda parts: "".join(parts).encode("utf-8"))))
+def test_query_strings_are_read_as_starlette_reads_them(raw: bytes) -> None:
+    assert _query_items(raw) == parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+
+
+async def _asgi(app: Callable[..., Any], scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(dict(scope), receive, send)
+    (start,) = [m for m in messages if m["type"] == "http.response.start"]
+    return start["status"], list(start["headers"]), b"".join(m.get("body", b"") for m in messages[1:])
+
+
+def _citizen_scope(personal_id: str, query: str, authorization: str | None) -> dict[str, Any]:
+    path = f"/v1/citizens/{personal_id}"
+    headers = [(b"host", b"lookup.test"), (b"user-agent", b"differential")]
+    if authorization is not None:
+        headers.append((b"authorization", authorization.encode("latin-1")))
+    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+            "server": ("127.0.0.1", 8800), "client": ("127.0.0.1", 50123), "scheme": "http", "method": "GET",
+            "root_path": "", "path": path, "raw_path": path.encode(), "query_string": query.encode("latin-1"),
+            "headers": headers}
+
+
+def _differential_requests(keys: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """(personal ID, query string, Authorization) for GET /v1/citizens/{personal_id}: answers, every
+    kind of refusal, and the spellings the 037 rule folds."""
+    def q(**params: str) -> str:
+        return urlencode(params)
+
+    duc = dict(purpose="1.001234", name="Nguyễn Văn Đức", birth_date="19900517")
+    full, narrow, sensitive = (f"Bearer {keys[name]}" for name in ("full", "narrow", "sensitive"))
+    return [
+        (DUC, q(**duc), full), (DUC, q(**duc), full),  # the second from the caches the first one filled
+        (DUC, q(**duc, fields="given_name,personal_id"), full),
+        (DUC, q(**duc, fields="given_name,personal_id"), full),
+        (HOA, q(purpose="1.001234", name=unicodedata.normalize("NFD", "Trần Thị Hòa"), birth_date="1995"), full),
+        (HOA, "purpose=1.001234&name=TRAN+THI+HOA&birth_date=1995-03-08", full),
+        (HOA, "purpose=1.001234&name=Tr%E1%BA%A7n%20Th%E1%BB%8B%20Ho%C3%A0&birth_date=19950308", full),
+        (LAN, q(purpose="H31.22-260301-0042", name="Phạm Ngọc Lan", birth_date="2002"), full),
+        (LAN, q(purpose="H31.22-260301-0042", name="Phạm Ngọc Lan", birth_date="20020101"), full),
+        (DUC, q(**{**duc, "name": "Nguyễn Văn Đạt"}), full), ("031090099999", q(**duc), full),
+        (DUC, q(purpose="1.001234", name="Nguyễn Văn Đức"), full),
+        (DUC, q(purpose="1.001234", birth_date="1990"), full),
+        (DUC, q(purpose="1.001234", name="   ", birth_date="1990"), full),
+        (DUC, q(**{**duc, "birth_date": "1990-02-30"}), full), (DUC, q(**{**duc, "birth_date": "19900517000"}), full),
+        (DUC, q(**{**duc, "name": "Nguyễn\x07Văn"}), full), (DUC, q(**{**duc, "name": "Đ" * 201}), full),
+        (DUC, q(**{**duc, "name": "Nguyễn\u00a0Văn Đức"}), full),
+        (DUC, q(name="Nguyễn Văn Đức", birth_date="1990"), full),
+        (DUC, q(**{**duc, "purpose": "2.000001"}), full), (DUC, q(**{**duc, "purpose": "1.00' OR '1'='1"}), full),
+        (DUC, q(**{**duc, "purpose": "1.001234" * 12}), full),
+        (DUC, q(**duc, include_deleted="true"), full), (DUC, q(**duc) + "&name=x", full),
+        (DUC, q(**duc, fields="shoe_size"), full), (DUC, q(**duc, fields="Given_Name"), full),
+        (DUC, q(**duc, fields="personal_id,ethnicity_code"), full), (DUC, q(**duc, fields=""), full),
+        (DUC, q(**duc, fields="personal_id,personal_id"), full),
+        (DUC, q(**{**duc, "purpose": "2.001999"}), sensitive),
+        (DUC, q(**{**duc, "purpose": "2.001999"}, fields="ethnicity_code,religion_code"), sensitive),
+        (DUC, q(**duc), narrow), (DUC, q(**duc, fields="cmnd"), narrow),
+        ("031990012345", q(**duc), full), ("12345", q(**duc), full), ("03109001234\uff15", q(**duc), full),
+        ("000090012345", q(**duc), full), ("verify", q(**duc), full), ("x" * 60, q(**duc), full),
+        ("0310900 2345", q(**duc), full),
+        (DUC, q(**duc), None), (DUC, q(**duc), "Basic dXNlcjpwYXNz"), (DUC, q(**duc), "Bearer"),
+        (DUC, q(**duc), "bearer " + keys["full"]), (DUC, q(**duc), "Bearer   " + keys["full"] + "  "),
+        (DUC, q(**duc), "Bearer lgsp.full.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        (DUC, q(**duc), "Bearer " + keys["full"][:-1]), (DUC, q(**duc), "Bearer " + keys["full"] + "x"),
+        (DUC, q(**duc), f"Bearer {keys['off']}"), (DUC, q(**duc), f"Bearer {keys['off']}"),
+        *[(DUC, q(**duc), f"Bearer {keys['tight']}")] * 4, (DUC, q(**duc), full),
+    ]
+
+
+def _differential_apps(tmp: Path, name: str, snapshot: Path, clients: Path, *, fail_audit: bool = False,
+                       store_class: type[SnapshotStore] = SnapshotStore,
+                       plain_log: bool = False) -> tuple[Any, RecordingSink | AuditLog]:
+    store = store_class(snapshot, check_interval=3600)
+    if store_class is SnapshotStore:
+        store.load()
+    sink = AuditLog(tmp / f"audit-{name}") if plain_log else RecordingSink(tmp / f"audit-{name}", fail=fail_audit)
+    return create_app(store, AccessPolicy(clients, reload_interval=3600), sink), sink
+
+
+def _entries(sink: RecordingSink | AuditLog) -> list[dict[str, Any]]:
+    """The entries a sink took, without their moment (and, read back from a log's lines, without the
+    hashes that cover it)."""
+    if isinstance(sink, AuditLog):
+        lines = b"".join(path.read_bytes() for path in sorted(sink.directory.glob("audit-*.jsonl"))).splitlines()
+        return [{k: v for k, v in orjson.loads(line).items() if k not in ("at", "hash", "prev_hash")} for line in lines]
+    return [{k: v for k, v in entry.to_record().items() if k != "at"} for entry in sink.entries]
+
+
+@pytest.mark.parametrize("scenario", ["served", "served_log", "expired", "no_snapshot", "audit_fails", "store_fails"])
+def test_the_direct_citizen_path_answers_exactly_as_the_starlette_route(tmp_path: Path, scenario: str) -> None:
+    """``LookupApp`` answers ``GET /v1/citizens/{personal_id}`` itself; the same request through the
+    framework (its route and AuditMiddleware) must get the same status, headers and body bytes, and
+    leave the same audit entries (numbers included), for every answer and every refusal, and through
+    the caches the first requests fill. Two apps from the same files, one driven each way; with the
+    audit log as the sink itself (``served_log``) the direct path appends field by field
+    (``AuditLog.append_request``), and the lines it writes are compared."""
+    snapshot = tmp_path / "current.duckdb"
+    if scenario != "no_snapshot":
+        write_snapshot(snapshot, fetched=NOW - timedelta(hours=25) if scenario == "expired" else None)
+    clients = tmp_path / "clients.json"
+    keys = {name: register_client(clients, name, **spec) for name, spec in CLIENTS.items()}
+    keys["off"] = register_client(clients, "off", "H31.80", {"citizens": ["*"]}, ["*"], rate=10_000)
+    keys["tight"] = register_client(clients, "tight", "H31.81", {"citizens": ["*"]}, ["*"], rate=0.001, burst=2)
+    document = orjson.loads(clients.read_bytes())
+    for entry in document["clients"]:
+        entry["disabled"] = entry["client_id"] == "off"
+    clients.write_bytes(orjson.dumps(document))
+
+    class FailingStore(SnapshotStore):
+        def poll(self) -> None:
+            raise RuntimeError("the disk went away")
+
+    options = {"fail_audit": scenario == "audit_fails", "plain_log": scenario == "served_log",
+               "store_class": FailingStore if scenario == "store_fails" else SnapshotStore}
+    direct, direct_sink = _differential_apps(tmp_path, "direct", snapshot, clients, **options)
+    routed, routed_sink = _differential_apps(tmp_path, "routed", snapshot, clients, **options)
+    decided = []  # how the direct path decided: in one pass (bytes), step by step (None), or refused
+    one_pass = direct.service.fast_citizen
+
+    def counted(*args: Any) -> bytes | None:
+        try:
+            decided.append(type(answer := one_pass(*args)).__name__)
+        except RequestRefused:
+            decided.append("refused")
+            raise
+        return answer
+
+    direct.service.fast_citizen = counted
+    try:
+        async def drive() -> list[tuple[Any, Any]]:
+            pairs = []
+            for personal_id, query, authorization in _differential_requests(keys):
+                scope = _citizen_scope(personal_id, query, authorization)
+                pairs.append((await _asgi(direct, scope), await _asgi(partial(Starlette.__call__, routed), scope)))
+            return pairs
+
+        pairs = asyncio.run(drive())
+    finally:
+        direct_sink.close()
+        routed_sink.close()
+    statuses = set()
+    for request, (mine, theirs) in zip(_differential_requests(keys), pairs):
+        assert mine == theirs, request
+        statuses.add(mine[0])
+    expected = {"served": {200, 400, 401, 403, 404, 429}, "served_log": {200, 400, 401, 403, 404, 429},
+                "expired": {400, 401, 403, 429, 503},
+                "no_snapshot": {400, 401, 403, 429, 503}, "audit_fails": {503},
+                "store_fails": {400, 401, 403, 429, 500}}
+    assert statuses == expected[scenario]
+    assert _entries(direct_sink) == _entries(routed_sink)
+    if scenario != "audit_fails":
+        assert len(_entries(direct_sink)) == len(pairs)
+    if scenario in ("served", "served_log", "audit_fails"):  # both ways of deciding were compared, answers and refusals
+        assert {"bytes", "NoneType", "refused"} <= set(decided), decided
+
+
+def test_policy_decisions_are_remembered_per_client_object(tmp_path: Path) -> None:
+    clients = tmp_path / "clients.json"
+    register_client(clients, "full", **CLIENTS["full"])
+    policy = AccessPolicy(clients, reload_interval=0)
+    client = policy._clients["full"]
+    fields = policy.grant(client, "citizens", ("given_name", "personal_id"), "1.001234")
+    assert fields == ("given_name", "personal_id")
+    assert policy.known_grant(client, "citizens", ("given_name", "personal_id"), "1.001234") == fields
+    assert policy.known_grant(client, "citizens", ("given_name",), "1.001234") is None
+    with pytest.raises(RequestRefused):
+        policy.grant(client, "citizens", ("ethnicity_code",), "1.001234")
+    assert policy.known_grant(client, "citizens", ("ethnicity_code",), "1.001234") is None  # refusals recomputed
+    register_client(clients, "full", "H31.22", {"citizens": ["personal_id"]}, ["1.001*"], replace=True)
+    policy.reload()
+    changed = policy._clients["full"]
+    assert policy.known_grant(changed, "citizens", ("given_name", "personal_id"), "1.001234") is None
+    with pytest.raises(RequestRefused):  # the narrower grant takes effect at once
+        policy.grant(changed, "citizens", ("given_name", "personal_id"), "1.001234")
+    assert policy.known_grant(client, "citizens", ("given_name", "personal_id"), "1.001234") is None
+
+
+def test_a_verified_key_is_remembered_only_as_sent_and_compared_whole(tmp_path: Path) -> None:
+    clients = tmp_path / "clients.json"
+    key = register_client(clients, "full", **CLIENTS["full"])
+    policy = AccessPolicy(clients, reload_interval=3600)
+    assert policy.cached_client(key) is None
+    assert policy.check_key(key, "127.0.0.1").client_id == "full"
+    assert policy.cached_client(key).client_id == "full"
+    secret = key.rsplit(".", 1)[1]
+    for wrong in (key[:-1] + ("A" if key[-1] != "A" else "B"), key[:-1], key + "A", key.rsplit(".", 1)[0], "",
+                  f"lgsp.full.{secret[::-1]}", "lgsp.full", key.replace("lgsp.full.", "lgsp.fulx.")):
+        assert policy.cached_client(wrong) is None, wrong
+    assert len(policy._verified) == 1  # one per client, filed under its public part
+    register_client(clients, "full", **CLIENTS["full"], replace=True)
+    policy.reload()
+    assert policy.cached_client(key) is None  # a re-read file forgets every remembered key
 
 
 def _poll(probe: Callable[[], Any], done: Callable[[], Any] | Callable[[Any], bool], timeout: float = 30) -> Any:
