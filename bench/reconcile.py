@@ -22,7 +22,10 @@ no transport faults:
    the exact-ID rule, ``u`` by random sampling (2·10⁶ pairs), ``m`` by EM on the exact-ID and on the
    given-name + birth-date blocks; then each mention's best-scoring citizen. Splink's figures are at
    whichever of the match probabilities 0.5, 0.9 and 0.99 gives it the best F1 (in its favour);
-5. both are scored against the ground truth with ``hub.reconcile.quality.score_links``.
+5. both are scored against the ground truth with ``hub.reconcile.quality.score_links``;
+6. from our links, the golden persons and enterprises and the conflicts between the registries are
+   built (``hub.reconcile.golden``, ``hub.reconcile.conflicts``) and scored against the injected
+   anomalies (``score_conflicts``: every registry disagreement must appear, recall ≥ 0.99).
 
 Our linker also runs once more with the citizens' own parents and spouses as mentions (``+ citizen
 relatives``), for its time and quality on the whole job; that row has no Splink counterpart.
@@ -208,6 +211,21 @@ def splink_links(found: dict, threshold: float):
         "explanation": pa.array(["splink"] * n)})
 
 
+def run_conflicts(paths: dict[str, Path], links) -> tuple[object, float]:
+    """Golden records and the conflicts between the registries, from our links; scored against the
+    injected anomalies (every registry disagreement must appear)."""
+    from hub.reconcile.conflicts import detect_conflicts
+    from hub.reconcile.golden import build_golden_enterprises, build_golden_persons
+    from hub.reconcile.quality import score_conflicts
+
+    started = time.perf_counter()
+    persons = build_golden_persons(paths["citizens"], None, paths["civil_events"], links)
+    enterprises = build_golden_enterprises(paths["enterprises"], None, links)
+    found = detect_conflicts(persons.persons, enterprises.enterprises, links, paths["civil_events"])
+    seconds = time.perf_counter() - started
+    return score_conflicts(found, paths["truth"]), seconds
+
+
 def measure(residents: int) -> list[dict]:
     from hub.reconcile.quality import score_links
 
@@ -221,6 +239,10 @@ def measure(residents: int) -> list[dict]:
                      "precision": quality.precision, "recall": quality.recall, "f1": quality.f1, "seconds": seconds,
                      "review": quality.review, "phases": ours.seconds, "pairs": ours.pairs})
         print(f"  ours: {quality.summary()}; {seconds:.1f} s {ours.seconds}", flush=True)
+        conflicts, seconds = run_conflicts(paths, ours.links)
+        rows[-1].update(conflict_recall=conflicts.recall, conflict_precision=conflicts.precision,
+                        conflict_seconds=seconds)
+        print(f"  conflicts: {conflicts.summary()}; {seconds:.1f} s", flush=True)
         del ours
         found, seconds = run_splink(paths)
         best = None
@@ -263,6 +285,12 @@ def main() -> None:
             figures[f"{tag}_{name}_{r['residents']}"] = round(r[name], 5 if name != "seconds" else 2)
         if tag == "splink":
             figures[f"splink_threshold_{r['residents']}"] = r["system"].split("≥ ")[1].rstrip(")")
+    for r in rows:
+        if "conflict_recall" in r:
+            print(f"{r['residents']:,}: conflicts recall {r['conflict_recall']:.4f}, precision "
+                  f"{r['conflict_precision']:.4f}, golden records and conflicts in {r['conflict_seconds']:.1f} s")
+            for name in ("conflict_recall", "conflict_precision", "conflict_seconds"):
+                figures[f"{name}_{r['residents']}"] = round(r[name], 5)
     for n in sizes:
         figures[f"f1_at_least_splink_{n}"] = figures[f"ours_f1_{n}"] >= figures[f"splink_f1_{n}"]
         figures[f"time_at_most_splink_{n}"] = figures[f"ours_seconds_{n}"] <= figures[f"splink_seconds_{n}"]
