@@ -242,14 +242,18 @@ def export(
     batch_size: int = typer.Option(5_000, min=1, max=100_000, help="Rows per batch."),
     snapshot: Optional[Path] = typer.Option(None, dir_okay=False,
                                             help="Snapshot to read (default $HUB_HOME/lake/published/current.duckdb)."),
+    client: Optional[str] = typer.Option(None, help="Export only the key and the fields this registered client "
+                                                    "(hub api add-client) is granted."),
 ) -> None:
     """Write DATASET of the published snapshot into a local agency's database; later runs send only the changes."""
+    from hub.access_policy import clients_path
     from hub.export import ExportError, export_dataset
 
-    path = snapshot or _settings().home / "lake" / "published" / "current.duckdb"
+    home = _settings().home
+    path = snapshot or home / "lake" / "published" / "current.duckdb"
     try:
         result = export_dataset(dataset, to, snapshot=path, table=table, schema=schema, full=full, dry_run=dry_run,
-                                batch_rows=batch_size)
+                                batch_rows=batch_size, client=client, clients_file=clients_path(os.environ, home))
     except ExportError as exc:
         typer.echo(f"export failed: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None

@@ -64,7 +64,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any, Iterator
 
 import duckdb
@@ -575,11 +575,40 @@ def _engine(url: sa.URL) -> sa.Engine:
 
 # ------------------------------------------------------------------------------------------ export
 
+def granted_module(module: ModuleType, client_id: str, clients_file: Path) -> SimpleNamespace:
+    """``module`` cut to what client ``client_id`` of ``clients_file`` may read of it: the key and the
+    granted fields (Decree 13/2023: an agency receives what its grant names, nothing more)."""
+    from hub.access_policy import PolicyFileError, read_clients
+
+    try:
+        clients = read_clients(clients_file)
+    except PolicyFileError as exc:
+        raise ExportError(f"cannot read the clients file: {exc}") from None
+    if client_id not in clients:
+        raise ExportError(f"no client {client_id!r} in {clients_file} (register it with `hub api add-client`)", 2)
+    client = clients[client_id][0]
+    if client.disabled:
+        raise ExportError(f"client {client_id} is disabled")
+    granted = client.grants.get(module.DATASET)
+    if granted is None:
+        raise ExportError(f"client {client_id} is not granted {module.DATASET}")
+    keep = set(module.KEY) | set(granted)
+    fields = [f for f in module.SCHEMA if f.name in keep]
+    return SimpleNamespace(DATASET=module.DATASET, KEY=module.KEY, VERSION_COLUMN=module.VERSION_COLUMN,
+                           SCHEMA=pa.schema(fields, metadata=module.SCHEMA.metadata))
+
+
 def export_dataset(dataset: str, url: str, *, snapshot: Path, table: str | None = None, schema: str | None = None,
-                   full: bool = False, dry_run: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS) -> ExportResult:
-    """Bring ``table`` in the database at ``url`` to exactly ``dataset`` of ``snapshot``; see the module docstring."""
+                   full: bool = False, dry_run: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
+                   client: str | None = None, clients_file: Path | None = None) -> ExportResult:
+    """Bring ``table`` in the database at ``url`` to exactly ``dataset`` of ``snapshot``; see the module
+    docstring. With ``client``, only the key and the fields that client's grant names are exported."""
     started = time.monotonic()
     module = dataset_module(dataset)
+    if client is not None:
+        if clients_file is None:
+            raise ExportError("an export for a client needs the clients file", 2)
+        module = granted_module(module, client, clients_file)
     target_url = parse_target(url)
     backend = _BACKENDS[target_url.get_backend_name()]
     if backend == "sqlite" and schema:

@@ -325,6 +325,28 @@ def test_first_export_equals_the_snapshot_and_later_ones_send_only_changes(targe
     assert log["enterprises"].row_count == len(v2["enterprises"]) and log["enterprises"].updated == 5
 
 
+def test_an_export_for_a_client_carries_only_its_granted_fields(target: Target, tmp_path: Path):
+    from hub.access_policy import register_client
+
+    rows = rows_for("citizens")
+    snapshot = write_snapshot(tmp_path / "current.duckdb", {"citizens": rows})
+    clients = tmp_path / "clients.json"
+    register_client(clients, "ubnd-xa", "000.00.31.H26", {"citizens": ["family_name", "given_name", "birth_date"]},
+                    ["*"], 0.0)
+    register_client(clients, "so-khdt", "000.00.31.H30", {"enterprises": ["*"]}, ["*"], 0.0)
+    result = target.export("citizens", snapshot, client="ubnd-xa", clients_file=clients)
+    assert counts(result) == (ROWS, 0, 0, 0)
+    columns = [c.name for c in target.table("citizens").columns]
+    assert columns == ["personal_id", "family_name", "given_name", "birth_date"]  # no ethnicity, no religion
+    with target.engine.connect() as conn:
+        stored = {r.personal_id: r for r in conn.execute(sa.select(target.table("citizens")))}
+    assert {k: stored[k[0]].given_name for k in rows} == {k: v["given_name"] for k, v in rows.items()}
+    with pytest.raises(ExportError, match="not granted citizens"):
+        target.export("citizens", snapshot, client="so-khdt", clients_file=clients, table="citizens_b")
+    with pytest.raises(ExportError, match="no client 'nobody'"):
+        target.export("citizens", snapshot, client="nobody", clients_file=clients, table="citizens_c")
+
+
 def test_a_crash_after_the_data_write_leaves_the_target_as_it_was(target: Target, tmp_path: Path, monkeypatch):
     v1 = rows_for("enterprises")
     snapshot = write_snapshot(tmp_path / "current.duckdb", {"enterprises": v1})
