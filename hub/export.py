@@ -61,11 +61,12 @@ from __future__ import annotations
 import io
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -595,20 +596,61 @@ def granted_module(module: ModuleType, client_id: str, clients_file: Path) -> Si
     keep = set(module.KEY) | set(granted)
     fields = [f for f in module.SCHEMA if f.name in keep]
     return SimpleNamespace(DATASET=module.DATASET, KEY=module.KEY, VERSION_COLUMN=module.VERSION_COLUMN,
-                           SCHEMA=pa.schema(fields, metadata=module.SCHEMA.metadata))
+                           SCHEMA=pa.schema(fields, metadata=module.SCHEMA.metadata), agency_code=client.agency_code)
 
 
 def export_dataset(dataset: str, url: str, *, snapshot: Path, table: str | None = None, schema: str | None = None,
                    full: bool = False, dry_run: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
-                   client: str | None = None, clients_file: Path | None = None) -> ExportResult:
+                   client: str | None = None, clients_file: Path | None = None,
+                   audit_dir: Path | None = None) -> ExportResult:
     """Bring ``table`` in the database at ``url`` to exactly ``dataset`` of ``snapshot``; see the module
-    docstring. With ``client``, only the key and the fields that client's grant names are exported."""
+    docstring. With ``client``, only the key and the fields that client's grant names are exported, and
+    the export is written to the audit log before any row leaves and again once it is committed."""
     started = time.monotonic()
     module = dataset_module(dataset)
-    if client is not None:
-        if clients_file is None:
-            raise ExportError("an export for a client needs the clients file", 2)
-        module = granted_module(module, client, clients_file)
+    if client is None:
+        return _export_module(module, url, snapshot, table, schema, full, dry_run, batch_rows, started)
+    if clients_file is None:
+        raise ExportError("an export for a client needs the clients file", 2)
+    granted = granted_module(module, client, clients_file)
+    where = masked(parse_target(url))
+    with _export_audit(audit_dir) as audit:
+        # Logged before any row leaves (durably), and again with what was sent once it is committed.
+        audit(client, granted, 202, f"export to {where} started")
+        try:
+            result = _export_module(granted, url, snapshot, table, schema, full, dry_run, batch_rows, started)
+        except ExportError as exc:
+            audit(client, granted, 500, f"export to {where} failed: {exc}")
+            raise
+        audit(client, granted, 200, result.summary())
+    return result
+
+
+@contextmanager
+def _export_audit(directory: Path | None) -> Iterator[Callable[[str, SimpleNamespace, int, str], None]]:
+    """An appender to the exports' audit log (``$HUB_HOME/audit/exports`` unless ``directory``): one
+    hash-chained, signed log like the lookup API's, checked by ``hub audit verify --dir``."""
+    from hub.audit_log import AuditEntry, AuditLog, AuditLogError, AuditSettings
+    from hub.config import ConfigError
+
+    try:
+        settings = AuditSettings.from_env()
+        log = AuditLog(directory or settings.directory / "exports", settings.signing_key(), settings.checkpoint_every,
+                       flush_interval=settings.flush_interval)
+    except (AuditLogError, ConfigError, OSError) as exc:
+        raise ExportError(f"the audit log cannot record this export, so it is not run: {exc}") from None
+
+    def append(client_id: str, module: SimpleNamespace, outcome: int, detail: str) -> None:
+        log.append(AuditEntry(client_id=client_id, agency_code=module.agency_code, purpose=None, method="EXPORT",
+                              path=f"/export/{module.DATASET}", outcome=outcome, fields=module.SCHEMA.names,
+                              detail=detail), durable=True)
+
+    with log:
+        yield append
+
+
+def _export_module(module, url: str, snapshot: Path, table: str | None, schema: str | None, full: bool,
+                   dry_run: bool, batch_rows: int, started: float) -> ExportResult:
     target_url = parse_target(url)
     backend = _BACKENDS[target_url.get_backend_name()]
     if backend == "sqlite" and schema:

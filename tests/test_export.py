@@ -325,8 +325,12 @@ def test_first_export_equals_the_snapshot_and_later_ones_send_only_changes(targe
     assert log["enterprises"].row_count == len(v2["enterprises"]) and log["enterprises"].updated == 5
 
 
-def test_an_export_for_a_client_carries_only_its_granted_fields(target: Target, tmp_path: Path):
+def test_an_export_for_a_client_carries_only_its_granted_fields(target: Target, tmp_path: Path, monkeypatch):
     from hub.access_policy import register_client
+    from hub.audit_log import AuditSettings, load_public_key, verify
+
+    monkeypatch.setenv("HUB_HOME", str(tmp_path / "home"))
+    audit_dir = tmp_path / "home" / "audit" / "exports"
 
     rows = rows_for("citizens")
     snapshot = write_snapshot(tmp_path / "current.duckdb", {"citizens": rows})
@@ -345,6 +349,14 @@ def test_an_export_for_a_client_carries_only_its_granted_fields(target: Target, 
         target.export("citizens", snapshot, client="so-khdt", clients_file=clients, table="citizens_b")
     with pytest.raises(ExportError, match="no client 'nobody'"):
         target.export("citizens", snapshot, client="nobody", clients_file=clients, table="citizens_c")
+    # The export is in the audit log: announced before any row left, then what was sent.
+    report = verify(audit_dir, load_public_key(AuditSettings.from_env().public_key_path))
+    assert report.ok and report.entries == 2, report.summary()
+    lines = [json.loads(line) for f in sorted(audit_dir.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    entries = [e for e in lines if e.get("method") == "EXPORT"]
+    assert [e["outcome"] for e in entries] == [202, 200]
+    assert all(e["client_id"] == "ubnd-xa" and e["fields"] == columns for e in entries)
+    assert f"{ROWS} inserted" in entries[1]["detail"]
 
 
 def test_a_crash_after_the_data_write_leaves_the_target_as_it_was(target: Target, tmp_path: Path, monkeypatch):
