@@ -6,7 +6,9 @@
   last hour (or under a registry clock a few minutes behind) is never left out.
 - ``sync_all`` at :20 pulls the population copy and the document axis by cursor, rebuilds every
   canonical table from what has landed, checks them, and publishes the serving snapshot. It leaves
-  out the ``reconciled`` group, which the ``reconcile`` job runs at :40 (``pipelines/reconcile.py``).
+  out the ``reconciled`` group, which the ``reconcile`` job runs at :40 (``pipelines/reconcile.py``),
+  and the document store, which ``docaxis_exchange`` feeds when the ``docaxis_inbox`` sensor sees
+  landed parts not taken in (``pipelines/documents.py``): each costs seconds even when nothing is new.
 - A backfill of past days started from the UI reaches the canonical tables and the snapshot with the
   next ``sync_all`` (or at once, by launching it).
 """
@@ -29,7 +31,7 @@ land_days = dg.define_asset_job(
 
 sync_all = dg.define_asset_job(
     "sync_all", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
-        *(dg.AssetKey(["landing", s]) for s in DAY_SHAPED)) - dg.AssetSelection.groups("reconciled"),
+        *(dg.AssetKey(["landing", s]) for s in DAY_SHAPED)) - dg.AssetSelection.groups("reconciled", "docaxis"),
     description="Pull the population copy and the document axis, rebuild and check every canonical table "
                 "from what has landed, publish the snapshot.")
 
