@@ -54,9 +54,11 @@ def serve(residents: int, **config) -> None:
 
 
 @contextmanager
-def sandbox_process(residents: int) -> Iterator[dict]:
-    """Start `serve(residents)` in a child process; yields its {base, env, ks_ids}."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.common import serve; serve({residents})"
+def serving_child(module: str, function: str, *args: object, stop_timeout_s: float = 60) -> Iterator[dict]:
+    """Run ``module.function(*args)`` (a server that prints one JSON line, then serves until terminated)
+    in a child process; yields that line, parsed, and terminates the child afterwards."""
+    call = f"{function}({', '.join(repr(a) for a in args)})"
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from {module} import {function}; {call}"
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline()
@@ -65,4 +67,9 @@ def sandbox_process(residents: int) -> Iterator[dict]:
         yield json.loads(line)
     finally:
         child.terminate()
-        child.wait(timeout=60)
+        child.wait(timeout=stop_timeout_s)
+
+
+def sandbox_process(residents: int):
+    """Start `serve(residents)` in a child process; yields its {base, env, ks_ids}."""
+    return serving_child("bench.common", "serve", residents)

@@ -23,16 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, fix_path  # noqa: E402
+from bench.common import fix_path, serving_child  # noqa: E402
 
 fix_path()
 
@@ -56,19 +53,8 @@ def serve(residents: int, attachment_size: int) -> None:
     server_for(sandbox.app()).run(sockets=[sock])
 
 
-@contextmanager
-def axis(residents: int, attachment_size: int) -> Iterator[dict]:
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.documents import serve; "
-            f"serve({residents}, {attachment_size})")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        line = child.stdout.readline()
-        if not line:
-            raise RuntimeError("the sandbox process did not start")
-        yield json.loads(line)
-    finally:
-        child.terminate()
-        child.wait(timeout=60)
+def axis(residents: int, attachment_size: int):
+    return serving_child("bench.documents", "serve", residents, attachment_size)
 
 
 def _connector(env: dict[str, str]):

@@ -38,16 +38,13 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, fix_path  # noqa: E402
+from bench.common import fix_path, serving_child  # noqa: E402
 
 fix_path()
 
@@ -70,19 +67,8 @@ def serve(residents: int, truth_dir: str) -> None:
     server_for(app).run(sockets=[sock])
 
 
-@contextmanager
-def served(residents: int, truth_dir: Path) -> Iterator[dict]:
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.reconcile import serve; "
-            f"serve({residents}, {str(truth_dir)!r})")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        line = child.stdout.readline()
-        if not line:
-            raise RuntimeError("the sandbox process did not start")
-        yield json.loads(line)
-    finally:
-        child.terminate()
-        child.wait(timeout=120)
+def served(residents: int, truth_dir: Path):
+    return serving_child("bench.reconcile", "serve", residents, str(truth_dir), stop_timeout_s=120)
 
 
 def extract(residents: int, work: Path) -> tuple[dict[str, Path], float]:
