@@ -12,6 +12,7 @@ settings object can be logged or printed without leaking credentials.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
@@ -79,6 +80,15 @@ class Settings:
     vdxp_system_id: str = ""  # HUB_VDXP_SYSTEM_ID
     vdxp_secret: Secret = field(default_factory=lambda: Secret(""))  # HUB_VDXP_SECRET
 
+    # HUB_ONESTOP_URLS: the one-stop-shop systems, comma-separated ``name=SQLAlchemy URL`` pairs. The URLs
+    # usually hold a password, so each is a Secret; the names are what the lake and reports call them.
+    onestop_urls: tuple[tuple[str, Secret], ...] = ()
+
+    dvcqg_url: str = ""  # HUB_DVCQG_URL: {base} of the national public-service portal
+    dvcqg_user: str = ""  # HUB_DVCQG_USER
+    dvcqg_password: Secret = field(default_factory=lambda: Secret(""))  # HUB_DVCQG_PASSWORD
+    dvcqg_dstcode: str = ""  # HUB_DVCQG_DSTCODE: the province's code on the portal (header dstcode)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """Read settings from ``environ`` (default: the process environment plus the config file)."""
@@ -103,6 +113,11 @@ class Settings:
             vdxp_url=_env(env, "HUB_VDXP_URL").rstrip("/"),
             vdxp_system_id=_env(env, "HUB_VDXP_SYSTEM_ID"),
             vdxp_secret=secret("HUB_VDXP_SECRET"),
+            onestop_urls=parse_onestop_urls(_env(env, "HUB_ONESTOP_URLS")),
+            dvcqg_url=_env(env, "HUB_DVCQG_URL").rstrip("/"),
+            dvcqg_user=_env(env, "HUB_DVCQG_USER"),
+            dvcqg_password=secret("HUB_DVCQG_PASSWORD"),
+            dvcqg_dstcode=_env(env, "HUB_DVCQG_DSTCODE"),
         )
         settings.validate()
         return settings
@@ -115,7 +130,7 @@ class Settings:
             raise ConfigError("HUB_OFFICER_ID must be a 12-digit personal ID number")
         if self.business_variant not in ("A", "B"):
             raise ConfigError(f"HUB_BUSINESS_VARIANT must be A or B, got {self.business_variant!r}")
-        for name in ("population_url", "civil_url", "business_url", "vdxp_url"):
+        for name in ("population_url", "civil_url", "business_url", "vdxp_url", "dvcqg_url"):
             url = getattr(self, name)
             if url and not url.startswith(("http://", "https://")):
                 raise ConfigError(f"HUB_{name.upper()} must be an http(s) URL, got {url!r}")
@@ -125,9 +140,37 @@ class Settings:
         rows = []
         for f in fields(self):
             value = getattr(self, f.name)
-            shown = ("(set)" if value else "(unset)") if isinstance(value, Secret) else str(value)
+            if isinstance(value, Secret):
+                shown = "(set)" if value else "(unset)"
+            elif f.name == "onestop_urls":
+                shown = ", ".join(name for name, _ in value) or "(unset)"
+            else:
+                shown = str(value)
             rows.append((f"HUB_{f.name.upper()}", shown))
         return rows
+
+
+_SYSTEM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def parse_onestop_urls(text: str) -> tuple[tuple[str, Secret], ...]:
+    """``name=URL,name=URL`` → ((name, Secret(URL)), ...). Names are lower-case slugs, unique; a URL may
+    itself hold ``=`` (query strings) but not a comma. Errors name the variable and the pair, never the URL."""
+    systems: list[tuple[str, Secret]] = []
+    for position, pair in enumerate((p.strip() for p in text.split(",")), start=1):
+        if not pair:
+            continue
+        name, sep, url = pair.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not _SYSTEM_NAME.fullmatch(name):
+            raise ConfigError(f"HUB_ONESTOP_URLS pair {position} must be name=URL with a lower-case name "
+                              f"(letters, digits, - and _), got name {name!r}")
+        if "://" not in url:
+            raise ConfigError(f"HUB_ONESTOP_URLS: the URL of {name!r} is not a database URL (dialect://…)")
+        if any(existing == name for existing, _ in systems):
+            raise ConfigError(f"HUB_ONESTOP_URLS names {name!r} twice")
+        systems.append((name, Secret(url)))
+    return tuple(systems)
 
 
 def load_config_file(environ: Mapping[str, str]) -> dict[str, str]:
