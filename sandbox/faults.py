@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-SYSTEMS = ("population", "civil", "business", "vdxp")
+SYSTEMS = ("population", "civil", "business", "vdxp", "dvcqg")
 
 #: Response faults, mutually exclusive per request.
 RESPONSE_FAULTS = (
