@@ -94,7 +94,7 @@ def applicant_flags(con: duckdb.DuckDBPyConnection, dossiers: str, citizens: str
 def service_measures(con: duckdb.DuckDBPyConnection, dossiers: str, as_of: datetime) -> pa.Table:
     """Per agency and month of receipt (``YYYY-MM``, Asia/Ho_Chi_Minh): received, online share, resolved,
     on-time share of the resolved, late, still open past the due date at ``as_of``."""
-    return con.execute(f"""
+    return con.sql(f"""
         SELECT split_part(dossier_code, '-', 1) AS agency,
                strftime(timezone('Asia/Ho_Chi_Minh', received_at), '%Y-%m') AS month,
                count(*) AS received,
@@ -107,7 +107,7 @@ def service_measures(con: duckdb.DuckDBPyConnection, dossiers: str, as_of: datet
                    AS open_past_due
         FROM {_live(dossiers)}
         WHERE received_at IS NOT NULL
-        GROUP BY ALL ORDER BY agency, month""", [as_of]).to_arrow_table()
+        GROUP BY ALL ORDER BY agency, month""", params=[as_of]).to_arrow_table()
 
 
 def procedure_times(con: duckdb.DuckDBPyConnection, dossiers: str) -> pa.Table:
