@@ -11,11 +11,17 @@ process (so its CPU is not the hub's), and the hub, in this process:
 - **store**: takes the landed parts into the document store: package and attachments as
   content-addressed files (fsynced), metadata, deliveries, document states and one status 01 per
   delivery queued, one transaction per part;
-- **send 01**: builds, signs (RSA-SHA256) and sends the queued status packages.
+- **send 01**: builds, signs (RSA-SHA256) and sends the queued status packages;
+- **no-op run**: one pass of the ``docaxis/store`` asset's work (``hub.docaxis.exchange``: the agency
+  directory, the landing parts, the outbox, sent documents to follow, the per-agency figures) when
+  nothing new has landed and nothing is left to send, as a share of the full take-in ("store");
+- **small increment**: the same pass on a second store that already holds every landing part but the
+  last: it takes that part in and sends its 01s; as a share of the full take-in too.
 
 Each tier runs against two sandboxes of the same seed (the baseline leaves its messages unsettled).
 "received + stored" is packages over the receive and store times together; "vs raw" is that rate
-over the baseline's. Ends with one JSON line of the figures.
+over the baseline's. Ends with one JSON line of the figures (its top-level ``noop_vs_store`` and
+``increment_vs_store``: the largest share among the tiers).
 """
 
 from __future__ import annotations
@@ -84,10 +90,11 @@ def raw_fetch(env: dict[str, str]) -> tuple[int, int, float]:
 
 def receive_and_store(env: dict[str, str], home: Path) -> dict[str, float]:
     from connectors.extract import land
-    from hub.docaxis.receiver import take_in_landing
+    from hub.docaxis.exchange import exchange
+    from hub.docaxis.receiver import take_in_landing, take_in_parts
     from hub.docaxis.sender import refresh_directory, send_outbox
     from hub.docaxis.settings import DocaxisSettings
-    from hub.docaxis.signing import load_signer
+    from hub.docaxis.signing import CERT_FILE, KEY_FILE, load_signer
     from hub.docaxis.store import DocumentStore
     from pipelines.lake import HubLake
 
@@ -106,12 +113,36 @@ def receive_and_store(env: dict[str, str], home: Path) -> dict[str, float]:
     started = time.perf_counter()
     sent = send_outbox(store, connector, signer)
     sending = time.perf_counter() - started
+    while send_outbox(store, connector, signer).sent:  # whatever one batch left: the next run has nothing to do
+        pass
+    started = time.perf_counter()
+    idle = exchange(settings, lake, connector)
+    noop = time.perf_counter() - started
+    if idle.ingest.parts or idle.send.sent:
+        raise RuntimeError(f"the no-op run took in {idle.ingest.parts} parts and sent {idle.send.sent} packages")
+    # A second store that has every part but the last, and has sent its 01s: the next run is an increment.
+    keys = settings.generated_keys  # the same signing key: generating one would be timed with the increment
+    second = DocaxisSettings.from_env({**env, "HUB_HOME": str(home), "HUB_DOCAXIS_DIR": str(home / "increment"),
+                                       "HUB_DOCAXIS_SIGNING_KEY": str(keys / KEY_FILE),
+                                       "HUB_DOCAXIS_SIGNING_CERT": str(keys / CERT_FILE)})
+    behind = DocumentStore.open(second)
+    refresh_directory(behind, connector)
+    records, quarantine = lake.committed_files("vdxp", "documents")
+    take_in_parts(behind, sorted(records + quarantine, key=lambda p: p.name)[:-1])
+    while send_outbox(behind, connector, signer).sent:
+        pass
+    started = time.perf_counter()
+    step = exchange(second, lake, connector)
+    increment = time.perf_counter() - started
+    if step.ingest.parts != 1:
+        raise RuntimeError(f"the increment run took in {step.ingest.parts} parts, not the one left")
     files = store.query("SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes, min(size) AS low, max(size) AS high "
                         "FROM attachments")[0]
     return {"packages": landed.fetched, "quarantined": landed.quarantined, "stored": ingest.stored,
             "receive_s": received, "store_s": stored, "bytes": ingest.bytes, "files": files["n"],
             "file_bytes": files["bytes"], "file_min": files["low"] or 0, "file_max": files["high"] or 0,
-            "sent": sent.sent, "send_s": sending}
+            "sent": sent.sent, "send_s": sending, "noop_s": noop, "increment_s": increment,
+            "increment_packages": step.ingest.stored, "increment_sent": step.send.sent}
 
 
 def run_tier(residents: int, attachment_size: int) -> dict[str, float]:
@@ -129,7 +160,9 @@ def run_tier(residents: int, attachment_size: int) -> dict[str, float]:
     return {**figures, "raw_packages": raw_n, "raw_pkg_s": raw_n / raw_s, "raw_mb_s": raw_bytes / raw_s / 1e6,
             "receive_pkg_s": n / figures["receive_s"], "store_pkg_s": n / figures["store_s"],
             "received_stored_pkg_s": n / both, "received_stored_mb_s": figures["bytes"] / both / 1e6,
-            "vs_raw": (n / both) / (raw_n / raw_s), "send_01_per_s": figures["sent"] / max(figures["send_s"], 1e-9)}
+            "vs_raw": (n / both) / (raw_n / raw_s), "send_01_per_s": figures["sent"] / max(figures["send_s"], 1e-9),
+            "noop_vs_store": figures["noop_s"] / figures["store_s"],
+            "increment_vs_store": figures["increment_s"] / figures["store_s"]}
 
 
 def main() -> None:
@@ -144,7 +177,8 @@ def main() -> None:
     residents = 1_500 * args.scale
     results = {}
     header = (f"{'attachments':<12}{'packages':>9}{'files':>7}{'MB':>8}{'raw fetch':>11}{'receive':>9}{'store':>8}"
-              f"{'recv+store':>11}{'MB/s':>7}{'vs raw':>8}{'01 sent/s':>10}")
+              f"{'recv+store':>11}{'MB/s':>7}{'vs raw':>8}{'01 sent/s':>10}{'no-op s':>9}{'no-op %':>9}"
+              f"{'incr. pkgs':>11}{'incr. s':>9}{'incr. %':>9}")
     print(f"document axis, {residents:,} residents; packages per second (raw fetch = list + GetEdoc only)")
     print(header)
     for name, size in TIERS:
@@ -152,19 +186,26 @@ def main() -> None:
         results[name] = r
         print(f"{name:<12}{r['packages']:>9,}{r['files']:>7,}{r['bytes'] / 1e6:>8.1f}{r['raw_pkg_s']:>11.1f}"
               f"{r['receive_pkg_s']:>9.1f}{r['store_pkg_s']:>8.1f}{r['received_stored_pkg_s']:>11.1f}"
-              f"{r['received_stored_mb_s']:>7.1f}{r['vs_raw']:>8.2f}{r['send_01_per_s']:>10.1f}")
+              f"{r['received_stored_mb_s']:>7.1f}{r['vs_raw']:>8.2f}{r['send_01_per_s']:>10.1f}{r['noop_s']:>9.3f}"
+              f"{100 * r['noop_vs_store']:>9.2f}{r['increment_packages']:>11,}{r['increment_s']:>9.3f}"
+              f"{100 * r['increment_vs_store']:>9.2f}")
     low = min(r["file_min"] for r in results.values())
     high = max(r["file_max"] for r in results.values())
     total = sum(r["packages"] for r in results.values())
     seconds = sum(r["receive_s"] + r["store_s"] for r in results.values())
     raw = sum(r["raw_packages"] / r["raw_pkg_s"] for r in results.values())
     raw_total = sum(r["raw_packages"] for r in results.values())
+    print("no-op %, incr. %: a store run with nothing new, and one taking in the last landing part, as a share of "
+          "the full take-in (store) of the same tier")
     print(f"attachments from {low / 1e3:,.0f} KB to {high / 1e6:,.2f} MB; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
     print(json.dumps({
         "bench": "documents", "scale": args.scale, "residents": residents, "packages": total,
         "received_and_stored_pkg_per_s": round(total / seconds, 2), "raw_fetch_pkg_per_s": round(raw_total / raw, 2),
-        "vs_raw": round((total / seconds) / (raw_total / raw), 3), "attachment_bytes_min": low,
+        "vs_raw": round((total / seconds) / (raw_total / raw), 3),
+        "noop_vs_store": round(max(r["noop_vs_store"] for r in results.values()), 4),
+        "increment_vs_store": round(max(r["increment_vs_store"] for r in results.values()), 4),
+        "attachment_bytes_min": low,
         "attachment_bytes_max": high,
         "tiers": {name: {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
                   for name, r in results.items()}}))

@@ -4,8 +4,9 @@ the sensor that keeps them moving (``hub.docaxis``).
 - ``docaxis/store`` follows ``landing/vdxp``: it takes every committed landing part into the store
   (packages, attachments, metadata, document states, deliveries), sends the outbox (the automatic
   01s, the statuses local systems posted, their outgoing documents) and follows sent documents to
-  their recipients. Its metadata is what the UI plots: per agency, documents received, sent,
-  refused and overdue.
+  their recipients. Only parts it has not taken in are read; with nothing new and nothing to send a
+  run reads no part and writes nothing to the store. Its metadata is what the UI plots: per agency,
+  documents received, sent, refused and overdue.
 - ``docaxis/overdue`` is the list of documents past their due date without status 06, a live view
   of the store. It is not materialised by a run: it changes with the calendar alone (a document
   becomes overdue at midnight), so it is declared as an external asset and its check,

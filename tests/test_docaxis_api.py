@@ -12,6 +12,7 @@ import base64
 import hashlib
 import signal
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -332,6 +333,18 @@ def test_a_sent_document_can_be_replaced_and_the_replacement_says_so(hub: Hub) -
     assert [r.document_id for r in package.business.replacements] == [original["document_id"]]
     owed_to = {o["document_id"] for o in hub.get("/v1/overdue", sender).json()["owed_to"]}
     assert original["document_id"] not in owed_to and replacing.json()["document_id"] in owed_to
+    assert_volumes_count_what_overdue_lists(hub.store)
+
+
+def assert_volumes_count_what_overdue_lists(store: DocumentStore) -> None:
+    """The per-agency figures the store asset reports (counted in SQL) agree with the overdue list."""
+    listed: Counter = Counter()
+    for item in store.overdue():
+        received = item["direction"] == "received"
+        listed[(item["owed_by"] if received else item["agency"], "overdue" if received else "sent_overdue")] += 1
+    counted = Counter({(agency, metric): figures[metric] for agency, figures in store.volumes().items()
+                       for metric in ("overdue", "sent_overdue") if figures[metric]})
+    assert counted == listed and {m for _, m in listed} == {"overdue", "sent_overdue"}
 
 
 def _outside_signer() -> tuple[bytes, bytes]:
@@ -390,6 +403,7 @@ def test_overdue_documents_are_listed_until_finished(hub: Hub) -> None:
     assert hub.post(f"/v1/documents/{first['doc_id']}/status", agency, {"code": "06"}).status_code in (200, 202)
     after = [o["document_id"] for o in hub.get("/v1/overdue", agency).json()["owed"]]
     assert first["document_id"] not in after and len(after) == len(owed) - 1
+    assert hub.store.volumes()[agency]["overdue"] == len(after)
 
 
 def test_every_request_is_in_the_audit_log_and_the_chain_holds(hub: Hub) -> None:

@@ -3,8 +3,10 @@ holds, per agency; a local system registered; bad configuration refused by name;
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from tests.docaxis_helpers import hub_env, statuses_sent
@@ -34,6 +36,16 @@ def test_receive_then_look_at_the_store(sandbox_factory, tmp_path: Path) -> None
         assert overdue.returncode == 0 and "overdue as of" in overdue.stdout
         assert hub("overdue", "--agency", "000.00.00.G22", env=env).returncode == 2
         assert hub("quarantine", env=env).stdout.strip() == "0 quarantined"
+        orphan = tmp_path / "docaxis" / "blobs" / "ab" / ("ab" + "0" * 62)  # written by a change that never committed
+        orphan.parent.mkdir(exist_ok=True)
+        orphan.write_bytes(b"orphan")
+        os.utime(orphan, (time.time() - 3 * 86400,) * 2)
+        dry = hub("clean", "--dry-run", env=env)
+        assert dry.returncode == 0 and dry.stdout.startswith("would remove 1 files") and orphan.exists()
+        cleaned = hub("clean", env=env)
+        assert cleaned.returncode == 0 and cleaned.stdout.startswith("removed 1 files") and not orphan.exists()
+        assert hub("clean", "--older-than-hours", "0.1", env=env).returncode == 2
+        assert hub("status", env=env).returncode == 0 and f"sent={sent}" in hub("status", env=env).stdout
         key = hub("add-client", "dms-so-tu-phap", "--agency", "H31.02", env=env)
         assert key.returncode == 0 and re.fullmatch(r"lgsp\.dms-so-tu-phap\.[A-Za-z0-9_-]{43}\n", key.stdout)
         assert key.stdout.strip() not in (tmp_path / "docaxis" / "clients.json").read_text()  # only its hash is kept

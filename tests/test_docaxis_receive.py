@@ -252,3 +252,42 @@ def test_a_store_rebuilt_from_the_landing_is_the_same(sandbox_factory, tmp_path:
         assert report.stored == len(first) and report.redelivered == 0
         assert rebuilt.query("SELECT doc_id, thread, edxml_sha256, signature FROM messages ORDER BY doc_id") == first
         assert rebuilt.query("SELECT thread, state, current_doc_id FROM documents ORDER BY thread") == states
+
+
+def test_a_run_with_nothing_new_reads_no_part_writes_nothing_and_an_increment_reads_only_its_part(
+        sandbox_factory, tmp_path: Path, monkeypatch) -> None:
+    import hub.docaxis.exchange as exchange_module
+    import hub.docaxis.receiver as receiver
+
+    with sandbox_factory(residents=1_500, seed=8, rate_limit=10_000, visibility_timeout_s=0.5) as sb:
+        env = hub_env(sb, tmp_path, HUB_VDXP_PAGE_SIZE="10")
+        use_env(monkeypatch, env)
+        reads: list[str] = []
+        writes: list[int] = []
+        keys: list[int] = []
+        read, write, signer = receiver._read_part, DocumentStore._write, exchange_module.load_signer
+        monkeypatch.setattr(receiver, "_read_part", lambda path: reads.append(path.name) or read(path))
+        monkeypatch.setattr(DocumentStore, "_write", lambda self: writes.append(1) or write(self))
+        monkeypatch.setattr(exchange_module, "load_signer", lambda settings: keys.append(1) or signer(settings))
+        assert run_job().success
+        records, quarantine = HubLake(home=str(tmp_path)).committed_files("vdxp", "documents")
+        assert sorted(reads) == sorted(p.name for p in records + quarantine) and len(reads) > 1 and keys
+        store = store_of(env)
+        before, sent = store.counts(), statuses_sent(sb)
+        assert store.outbox_summary() == {"sent": sum(sent.values())}  # every 01 left with the run that queued it
+        for seen in (reads, writes, keys):
+            seen.clear()
+        # Nothing new: no part is read, the store takes no write transaction, the signing key is not read.
+        assert run_job().success
+        assert (reads, writes, keys) == ([], [], [])
+        assert store.counts() == before and statuses_sent(sb) == sent
+        # One new document on the axis: its part alone is read, it is stored once and answered.
+        original = next(r for r in truth_rows(sb).values() if r["message_type"] == "edoc" and r["business_type"] == 0
+                        and r["delivered_to"])
+        new = _deliver(sb, "edoc", (OWN_TO,), sb.sandbox.vdxp.package(original["doc_id"]), original["from_organ_id"])
+        assert run_job().success
+        [part] = reads
+        assert part not in {p.name for p in records + quarantine}
+        assert store.counts()["messages"] == before["messages"] + 1 and settled(sb, new) == "done"
+        answered = store.query("SELECT count(*) AS n FROM deliveries WHERE doc_id = ?", [new])[0]["n"]
+        assert answered and sum(statuses_sent(sb).values()) == sum(sent.values()) + answered

@@ -3,7 +3,10 @@ configuration and the signing key (each refused with a message naming what is wr
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from itertools import permutations
 from pathlib import Path
@@ -220,3 +223,159 @@ def _usage(cert_sign: bool) -> x509.KeyUsage:
     return x509.KeyUsage(digital_signature=not cert_sign, content_commitment=not cert_sign, key_encipherment=False,
                          data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
                          encipher_only=False, decipher_only=False)
+
+
+def test_refreshing_the_same_directory_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    store = DocumentStore(tmp_path, "H31")
+
+    class Agency:
+        def __init__(self, code, code102, name=""):
+            self.code, self.code102, self.name, self.parent_code = code, code102, name or code, ""
+
+    directory = [Agency("H31.02", "000.00.02.H31"), Agency("G22", "000.00.00.G22")]
+    assert store.refresh_agencies(directory) == 2
+    writes = _count_writes(monkeypatch)
+    assert store.refresh_agencies(list(reversed(directory))) == 2 and writes == []  # the same, in another order
+    renamed = [Agency("H31.02", "000.00.02.H31", "Sở Tư pháp"), directory[1]]
+    assert store.refresh_agencies(renamed) == 2 and len(writes) == 1  # a change is written
+    assert store.directory_entry("H31.02")["name"] == "Sở Tư pháp"
+
+
+# -- the outbox ------------------------------------------------------------------------------------------
+
+class _Axis:
+    """Stands for the axis connector: records what is sent; ``lose`` loses the answer to those packages."""
+
+    def __init__(self, lose: tuple[bytes, ...] = ()) -> None:
+        self.sent: list[bytes] = []
+        self.lose = lose
+
+    def send(self, package: bytes, kind: str) -> str:
+        if package in self.lose:
+            from connectors.document_exchange import SendOutcomeUnknown
+            raise SendOutcomeUnknown("vdxp", "SendEdoc", "r1", "the answer was lost")
+        self.sent.append(package)
+        return f"axis-{len(self.sent)}"
+
+
+def _queue(store: DocumentStore, n: int) -> list[bytes]:
+    """``n`` status packages in the outbox, their bytes already built (nothing to sign)."""
+    packages = [f"<status n='{k}'/>".encode() for k in range(n)]
+    with store._write() as con:
+        for k, package in enumerate(packages):
+            con.execute("INSERT INTO outbox (kind, dedupe, from_organ_id, to_organ_ids, package_sha256, state, "
+                        "created_at) VALUES ('status', ?, 'H31.02', '[]', ?, 'pending', '2026-12-01')",
+                        (f"test:{k}", store.blobs.put(package)))
+    return packages
+
+
+def _count_writes(monkeypatch) -> list[int]:
+    writes: list[int] = []
+    real = DocumentStore._write
+    monkeypatch.setattr(DocumentStore, "_write", lambda self: writes.append(1) or real(self))
+    return writes
+
+
+def _no_signer():
+    raise AssertionError("nothing here needs signing")
+
+
+def test_one_send_empties_the_outbox_batch_after_batch(tmp_path: Path) -> None:
+    from hub.docaxis.sender import send_outbox
+
+    store = DocumentStore(tmp_path, "H31")
+    packages = _queue(store, 5)
+    axis = _Axis()
+    report = send_outbox(store, axis, _no_signer, limit=2)  # three claims: 2, 2, 1
+    assert report.sent == 5 and sorted(axis.sent) == sorted(packages)
+    assert store.outbox_summary() == {"sent": 5}
+
+
+def test_sending_stops_at_a_lost_answer_and_leaves_the_rest_for_the_next_run(tmp_path: Path) -> None:
+    from hub.docaxis.sender import send_outbox
+
+    store = DocumentStore(tmp_path, "H31")
+    packages = _queue(store, 5)
+    axis = _Axis(lose=(packages[1],))
+    report = send_outbox(store, axis, _no_signer, limit=2)
+    assert (report.sent, report.retry_later) == (1, 1) and axis.sent == [packages[0]]
+    assert store.outbox_summary() == {"sent": 1, "pending": 4}  # the lost one is sent again later, with the rest
+    axis.lose = ()
+    assert send_outbox(store, axis, _no_signer, limit=2).sent == 4 and store.outbox_summary() == {"sent": 5}
+
+
+def test_an_empty_outbox_is_neither_written_nor_signed_for(tmp_path: Path, monkeypatch) -> None:
+    from hub.docaxis.sender import send_outbox
+
+    store = DocumentStore(tmp_path, "H31")
+    writes = _count_writes(monkeypatch)
+    report = send_outbox(store, _Axis(), _no_signer)
+    assert report.sent == 0 and writes == []
+
+
+def test_a_signing_key_that_cannot_be_read_fails_the_send_and_refuses_nothing(tmp_path: Path) -> None:
+    from hub.docaxis.sender import send_outbox
+
+    store = DocumentStore(tmp_path, "H31")
+    with store._write() as con:
+        con.execute("INSERT INTO outbox (kind, dedupe, from_organ_id, to_organ_ids, spec, state, created_at) "
+                    "VALUES ('status', 'test:spec', 'H31.02', '[]', ?, 'pending', '2026-12-01')", (json.dumps(_spec()),))
+
+    def unreadable():
+        raise ConfigError("HUB_DOCAXIS_SIGNING_KEY (/keys/k.pem) is not a readable PEM private key")
+
+    with pytest.raises(ConfigError, match="not a readable PEM"):
+        send_outbox(store, _Axis(), unreadable)
+    assert store.outbox_summary() == {"pending": 1}  # released, to be signed once the key is fixed
+
+
+# -- files no row refers to ------------------------------------------------------------------------------
+
+def _age(store: DocumentStore, digest: str, hours: float) -> None:
+    moment = time.time() - hours * 3600
+    os.utime(store.blobs.path(digest), (moment, moment))
+
+
+def test_only_old_files_no_row_refers_to_are_removed(tmp_path: Path) -> None:
+    store = DocumentStore(tmp_path, "H31")
+    [used] = [store.blobs.put(p) for p in _queue(store, 1)]  # an outbox package: referred to
+    orphan = store.blobs.put(b"the package of a take-in that failed before it committed")
+    recent = store.blobs.put(b"put a moment ago by a change still in progress")
+    for digest in (used, orphan):
+        _age(store, digest, 48)
+    killed = store.blobs.root / "tmp" / "0123.part"  # a put killed before its rename
+    killed.write_bytes(b"half")
+    os.utime(killed, (time.time() - 48 * 3600,) * 2)
+    dry = store.remove_orphan_files(dry_run=True)
+    assert (dry.removed, dry.kept) == (1, 1) and store.blobs.path(orphan).exists()
+    report = store.remove_orphan_files()
+    assert (report.removed, report.bytes, report.kept, report.temporaries) == (1, 56, 1, 1)
+    assert not store.blobs.path(orphan).exists() and not killed.exists()
+    assert store.blobs.verify(used) and store.blobs.verify(recent)
+    with pytest.raises(ValueError, match="at least"):
+        store.remove_orphan_files(grace=timedelta(minutes=5))
+
+
+def test_an_old_orphan_put_again_is_kept_and_one_removed_meanwhile_fails_the_change(tmp_path: Path) -> None:
+    from hub.docaxis.blobs import BlobMissing
+
+    store = DocumentStore(tmp_path, "H31")
+    data = b"a package a failed take-in left, delivered again"
+    digest = store.blobs.put(data)
+    _age(store, digest, 48)
+    assert store.blobs.put(data) == digest  # reused: young again, so not removed
+    assert store.remove_orphan_files().removed == 0 and store.blobs.verify(digest)
+    store.blobs.sync()
+    _age(store, digest, 48)
+    store.blobs.put(data)  # a change puts it ... and a removal elsewhere takes it away before that change commits
+    _age(store, digest, 48)
+    removal: list = []
+    elsewhere = threading.Thread(target=lambda: removal.append(store.remove_orphan_files()))
+    elsewhere.start()
+    elsewhere.join(timeout=30)
+    assert removal[0].removed == 1
+    with pytest.raises(BlobMissing, match="nothing was committed"):
+        with store._write() as con:
+            con.execute("INSERT INTO outbox (kind, dedupe, from_organ_id, to_organ_ids, package_sha256, state, "
+                        "created_at) VALUES ('status', 'x', 'H31.02', '[]', ?, 'pending', '2026-12-01')", (digest,))
+    assert store.outbox_summary() == {}  # the reference to a missing file was not committed

@@ -3,8 +3,8 @@
 ``receive`` runs the ``docaxis_exchange`` job once on the hub's Dagster instance (so it shows in the
 UI and shares its pools with the sensor's runs); ``send`` sends the outbox and follows sent
 documents without landing anything; ``status``, ``overdue``, ``quarantine`` and ``outbox`` show
-what the store holds; ``serve`` runs the API for local document-management systems and
-``add-client`` registers one of them.
+what the store holds; ``clean`` removes files no row refers to; ``serve`` runs the API for local
+document-management systems and ``add-client`` registers one of them.
 """
 
 from __future__ import annotations
@@ -180,3 +180,23 @@ def outbox(retry: Optional[int] = typer.Option(None, help="Send this unknown or 
     for e in store.outbox_entries():
         typer.echo(f"{e['id']:>6}  {e['kind']:<6} {e['state']:<8} from {e['from_organ_id']} to {e['to_organ_ids']}  "
                    f"attempts {e['attempts']}  {e['last_error'] or ''}")
+
+
+@docaxis_app.command("clean")
+def clean(older_than_hours: float = typer.Option(24.0, help="Only files written (or reused) at least this long ago; "
+                                                            "1 at the least."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go, remove nothing.")) -> None:
+    """Remove the store's files no row refers to (left by a change that failed after writing them)."""
+    from datetime import timedelta
+
+    from hub.docaxis.store import MIN_ORPHAN_GRACE
+
+    grace = timedelta(hours=older_than_hours)
+    if grace < MIN_ORPHAN_GRACE:
+        typer.echo(f"--older-than-hours must be at least {MIN_ORPHAN_GRACE.total_seconds() / 3600:g}: a change in "
+                   f"progress may have written its files and not committed yet", err=True)
+        raise typer.Exit(2)
+    report = _store().remove_orphan_files(grace, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"{verb} {report.removed} files no row refers to ({report.bytes:,} bytes) and "
+               f"{report.temporaries if not dry_run else 0} temporary files; {report.kept} old files are in use")

@@ -55,7 +55,7 @@ def exchange(settings: DocaxisSettings, lake: Any, connector: DocumentExchangeCo
     ingest = take_in_landing(store, lake, settings.ca_bundle)
     sent, tracked = SendReport(), TrackReport()
     if connector is not None:
-        sent = send_outbox(store, connector, load_signer(settings))
+        sent = send_outbox(store, connector, lambda: load_signer(settings))  # the key is read only to sign
         tracked = track_sent(store, connector)
     return ExchangeReport(directory, ingest, sent, tracked, store.counts(), store.outbox_summary(),
                           store.volumes(today), time.monotonic() - started)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors import edxml
@@ -75,9 +76,14 @@ def take_in_parts(store: DocumentStore, parts: Iterable[Path], ca_bundle: Path |
     return report
 
 
+def _read_part(path: Path) -> pa.Table:
+    """A landing part, whole (only parts not taken in yet are ever read)."""
+    return pq.read_table(path)
+
+
 def _incoming(store: DocumentStore, path: Path, ca_bundle: Path | None,
               report: IngestReport) -> tuple[list[Incoming], list[Refused], int]:
-    table = pq.read_table(path)
+    table = _read_part(path)
     meta = table.drop_columns(["edxml"]).to_pylist()
     known = store.known(row["doc_id"] for row in meta)
     packages = table.column("edxml")
@@ -140,7 +146,7 @@ def _verdict(data: bytes, landed: str, signed: bool, ca_bundle: Path | None) -> 
 
 def _refused(store: DocumentStore, path: Path) -> list[Refused]:
     out = []
-    for row in pq.read_table(path).to_pylist():
+    for row in _read_part(path).to_pylist():
         raw = (row.get("raw") or "").encode("utf-8")
         out.append(Refused(row["record_key"], row["reason"], row.get("position") or "", store.blobs.put(raw), len(raw),
                            row.get("fetched_at")))

@@ -22,6 +22,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from connectors.document_exchange import DocumentExchangeConnector, SendOutcomeUnknown, SendRefused
 from connectors.errors import ConnectorError
@@ -55,13 +56,44 @@ def claim_abandoned(claim: str) -> bool:
     return not pid.isdigit() or this_process(int(pid)) != claim
 
 
-def send_outbox(store: DocumentStore, connector: DocumentExchangeConnector, signer: Signer, *,
+def send_outbox(store: DocumentStore, connector: DocumentExchangeConnector, signer: Signer | Callable[[], Signer], *,
                 claim: str | None = None, limit: int = 500) -> SendReport:
+    """Send what the outbox holds, ``limit`` entries per claim, until it is empty: a backlog (the
+    01s of a large take-in) leaves with the run that queued it, not one batch per later run. It
+    stops early when the axis is unreachable or an answer was lost (those entries wait for the next
+    run). ``signer`` may be a function that loads it: it is called once, and only if a package needs
+    signing."""
     report = SendReport()
     started = time.monotonic()
     claim = claim or this_process() or f"{socket.gethostname()}:0:0"
-    entries = store.claim_outbox(claim, claim_abandoned, limit)
+    loaded: list[Signer] = [signer] if isinstance(signer, Signer) else []
+
+    def signer_now() -> Signer:
+        if not loaded:
+            loaded.append(signer())  # type: ignore[operator]  # a factory, called once
+        return loaded[0]
+
+    while True:
+        entries = store.claim_outbox(claim, claim_abandoned, limit)
+        stalled = _send_batch(store, connector, signer_now, claim, entries, report)
+        if stalled or len(entries) < limit:
+            break
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _send_batch(store: DocumentStore, connector: DocumentExchangeConnector, signer: Callable[[], Signer], claim: str,
+                entries: list[dict], report: SendReport) -> bool:
+    """Send one claimed batch; True when the run should stop sending (the axis unreachable, or some
+    entry left pending for later)."""
+    later = report.retry_later
     for position, entry in enumerate(entries):
+        if not entry["package_sha256"]:
+            try:
+                signer()  # loaded here, not in _package: a key that cannot be read refuses no package
+            except Exception:
+                store.release(claim)
+                raise
         try:
             package = _package(store, signer, entry)
         except Exception as exc:  # a package that cannot be built will not build next time either
@@ -85,21 +117,20 @@ def send_outbox(store: DocumentStore, connector: DocumentExchangeConnector, sign
             report.errors.append(str(exc))
             log.warning("docaxis: the axis is unreachable, %d outbox entries left for the next run: %s",
                         len(entries) - position, exc)
-            break
+            return True
         else:
             store.outbox_sent(entry["id"], axis_doc_id)
             report.sent += 1
-    report.seconds = time.monotonic() - started
-    return report
+    return report.retry_later > later
 
 
-def _package(store: DocumentStore, signer: Signer, entry: dict) -> bytes:
+def _package(store: DocumentStore, signer: Callable[[], Signer], entry: dict) -> bytes:
     """The bytes to send, recorded (``sending``) before the attempt: built and signed on the first
     attempt of a status package, the stored bytes otherwise (a document is built when submitted)."""
     if entry["package_sha256"]:
         store.outbox_begin(entry["id"], entry["package_sha256"])
         return store.blobs.read(entry["package_sha256"])
-    package = signer.sign(status_package(json.loads(entry["spec"])))
+    package = signer().sign(status_package(json.loads(entry["spec"])))
     store.outbox_begin(entry["id"], store.blobs.put(package))
     return package
 

@@ -29,10 +29,11 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -42,6 +43,12 @@ from hub.docaxis.settings import DocaxisSettings
 from schemas.timefmt import VN_TZ
 
 SCHEMA_VERSION = 1
+#: Files no row refers to are removed once this old (``hub docaxis clean``), and never younger than the minimum.
+ORPHAN_GRACE = timedelta(days=1)
+MIN_ORPHAN_GRACE = timedelta(hours=1)
+#: Every column that names a file of ``blobs/`` (each indexed, for the removal's look-ups).
+_FILE_COLUMNS = (("messages", "edxml_sha256"), ("attachments", "sha256"), ("quarantine", "raw_sha256"),
+                 ("outbox", "package_sha256"), ("outgoing", "package_sha256"))
 _LEGACY = re.compile(r"\d{3}\.\d{2}\.\d{2}\.([A-Z]\d{2})")
 
 _DDL = """
@@ -79,6 +86,7 @@ CREATE TABLE IF NOT EXISTS documents (
   thread TEXT PRIMARY KEY, origin_doc_id TEXT, current_doc_id TEXT NOT NULL, state TEXT NOT NULL,
   changed_by TEXT, updates INTEGER NOT NULL, subject TEXT, from_organ_id TEXT, due_date TEXT,
   updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS documents_due ON documents(state, due_date);
 CREATE TABLE IF NOT EXISTS deliveries (
   doc_id TEXT NOT NULL, agency TEXT NOT NULL, organ_id TEXT NOT NULL, organ_name TEXT NOT NULL, thread TEXT,
   state TEXT NOT NULL CHECK (state IN ('received', 'delivered', 'acknowledged')),
@@ -146,7 +154,30 @@ CREATE TABLE IF NOT EXISTS quarantine (
   raw_size INTEGER NOT NULL, fetched_at TEXT, recorded_at TEXT NOT NULL, landing_part TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ingested_parts (
   identity TEXT PRIMARY KEY, name TEXT NOT NULL, messages INTEGER NOT NULL, ingested_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_file ON messages(edxml_sha256);
+CREATE INDEX IF NOT EXISTS attachments_file ON attachments(sha256);
+CREATE INDEX IF NOT EXISTS quarantine_file ON quarantine(raw_sha256);
+CREATE INDEX IF NOT EXISTS outbox_file ON outbox(package_sha256);
+CREATE INDEX IF NOT EXISTS outgoing_file ON outgoing(package_sha256);
 """
+
+
+# The rows of overdue(): ``?`` are the day (ISO date), then the agency twice (None: every agency).
+# Received: one row per (document, owing agency); sent: one per (document, recipient).
+_OVERDUE_RECEIVED = (
+    "FROM documents doc JOIN deliveries d ON d.thread = doc.thread "
+    "WHERE doc.state = 'active' AND doc.due_date IS NOT NULL AND doc.due_date < ? AND d.withdrawn = 0 "
+    "AND (? IS NULL OR d.agency = ?) "
+    "AND NOT EXISTS (SELECT 1 FROM trail t WHERE t.thread = doc.thread AND t.agency = d.agency "
+    "                AND t.direction = 'sent' AND t.code IN ('02', '06')) ")
+_OVERDUE_SENT = (
+    "FROM outgoing o JOIN outgoing_recipients r ON r.outgoing_id = o.id "
+    "WHERE o.due_date IS NOT NULL AND o.due_date < ? AND r.delivery != 'fail' AND o.business_type != 1 "
+    "AND NOT EXISTS (SELECT 1 FROM outgoing x WHERE x.business_type IN (1, 3) "
+    "                AND x.business_target = o.document_id) "
+    "AND (? IS NULL OR o.agency = ?) "
+    "AND NOT EXISTS (SELECT 1 FROM trail t WHERE t.thread = o.document_id AND t.direction = 'received' "
+    "                AND t.code IN ('02', '06') AND (t.organ_id = r.organ_id OR t.agency = r.agency)) ")
 
 
 class StoreError(Exception):
@@ -230,6 +261,14 @@ class Refused:
 
 
 @dataclass
+class OrphanReport:
+    removed: int = 0  # files removed (dry run: that would be)
+    bytes: int = 0
+    temporaries: int = 0
+    kept: int = 0  # old files that rows refer to
+
+
+@dataclass
 class PartResult:
     stored: int = 0  # new messages
     redelivered: int = 0  # already in the store: absorbed
@@ -288,6 +327,7 @@ class DocumentStore:
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
+                self.blobs.forget()  # what this change put is an orphan now, not a file the next change needs
                 raise
 
     @contextmanager
@@ -315,6 +355,12 @@ class DocumentStore:
                  int(self.is_province_code(a.code) or self.is_province_code(a.code102))) for a in agencies if a.code]
         if not rows:
             return 0
+        with self._read() as con:
+            held = {tuple(r) for r in con.execute("SELECT code, code102, name, parent_code, ours FROM agencies")}
+        if held == set(rows):
+            # The same directory: nothing to write, and nothing to re-key (every row written since the
+            # last refresh was keyed with this directory already).
+            return len(rows)
         with self._write() as con:
             con.execute("DELETE FROM agencies")
             con.executemany("INSERT OR REPLACE INTO agencies VALUES (?, ?, ?, ?, ?)", rows)
@@ -763,6 +809,10 @@ class DocumentStore:
         sent again (a duplicate status does no harm); a ``sending`` document becomes ``unknown`` (it
         may have reached the axis, and sending it again could deliver it twice)."""
         now = self._now()
+        with self._read() as con:  # an empty outbox takes no write lock (a run with nothing to send writes nothing)
+            waiting = con.execute("SELECT 1 FROM outbox WHERE state IN ('pending', 'claimed', 'sending') LIMIT 1")
+            if waiting.fetchone() is None:
+                return []
         with self._write() as con:
             for row in con.execute("SELECT id, kind, state, claim FROM outbox WHERE state IN ('claimed', 'sending')"
                                    ).fetchall():
@@ -871,24 +921,12 @@ class DocumentStore:
         with self._read() as con:
             received = con.execute(
                 "SELECT doc.thread AS document_id, d.agency, doc.due_date, doc.subject, doc.from_organ_id AS counterpart, "
-                "min(d.doc_id) AS doc_id, max(d.last_status) AS last_status "
-                "FROM documents doc JOIN deliveries d ON d.thread = doc.thread "
-                "WHERE doc.state = 'active' AND doc.due_date IS NOT NULL AND doc.due_date < ? AND d.withdrawn = 0 "
-                "AND (? IS NULL OR d.agency = ?) "
-                "AND NOT EXISTS (SELECT 1 FROM trail t WHERE t.thread = doc.thread AND t.agency = d.agency "
-                "                AND t.direction = 'sent' AND t.code IN ('02', '06')) "
+                "min(d.doc_id) AS doc_id, max(d.last_status) AS last_status " + _OVERDUE_RECEIVED +
                 "GROUP BY doc.thread, d.agency ORDER BY doc.due_date, doc.thread, d.agency",
                 (day, agency, agency)).fetchall()
             sent = con.execute(
                 "SELECT o.document_id, o.agency, o.due_date, o.subject, r.organ_id AS counterpart, o.id AS outgoing_id, "
-                "r.last_status FROM outgoing o JOIN outgoing_recipients r ON r.outgoing_id = o.id "
-                "WHERE o.due_date IS NOT NULL AND o.due_date < ? AND r.delivery != 'fail' AND o.business_type != 1 "
-                "AND NOT EXISTS (SELECT 1 FROM outgoing x WHERE x.business_type IN (1, 3) "
-                "                AND x.business_target = o.document_id) "
-                "AND (? IS NULL OR o.agency = ?) "
-                "AND NOT EXISTS (SELECT 1 FROM trail t WHERE t.thread = o.document_id AND t.direction = 'received' "
-                "                AND t.code IN ('02', '06') AND (t.organ_id = r.organ_id OR t.agency = r.agency)) "
-                "ORDER BY o.due_date, o.document_id", (day, agency, agency)).fetchall()
+                "r.last_status " + _OVERDUE_SENT + "ORDER BY o.due_date, o.document_id", (day, agency, agency)).fetchall()
         out = [{"direction": "received", "owed_by": r["agency"], **dict(r)} for r in received]
         out += [{"direction": "sent", "owed_by": r["counterpart"], **dict(r)} for r in sent]
         return out
@@ -917,11 +955,14 @@ class DocumentStore:
                     "ON r.outgoing_id = o.id WHERE r.delivery = 'fail' OR EXISTS (SELECT 1 FROM trail t "
                     "WHERE t.thread = o.document_id AND t.direction = 'received' AND t.code = '02') GROUP BY o.agency"):
                 add(r["agency"], "sent_refused", r["n"])
-        for item in self.overdue(today):
-            if item["direction"] == "received":
-                add(item["owed_by"], "overdue")
-            else:
-                add(item["agency"], "sent_overdue")
+            # What overdue() lists, counted per agency in SQL (as many rows as it would list).
+            day = (today or self.today()).isoformat()
+            for r in con.execute("SELECT d.agency, count(DISTINCT doc.thread) AS n " + _OVERDUE_RECEIVED +
+                                 "GROUP BY d.agency", (day, None, None)):
+                add(r["agency"], "overdue", r["n"])
+            for r in con.execute("SELECT o.agency, count(*) AS n " + _OVERDUE_SENT + "GROUP BY o.agency",
+                                 (day, None, None)):
+                add(r["agency"], "sent_overdue", r["n"])
         return dict(sorted(out.items()))
 
     def counts(self) -> dict[str, int]:
@@ -937,6 +978,59 @@ class DocumentStore:
                     "outgoing": one("SELECT count(*) FROM outgoing"),
                     "revoked": one("SELECT count(*) FROM documents WHERE state = 'revoked'"),
                     "replaced": one("SELECT count(*) FROM documents WHERE state = 'replaced'")}
+
+    def remove_orphan_files(self, grace: timedelta = ORPHAN_GRACE, dry_run: bool = False) -> OrphanReport:
+        """Remove the files of ``blobs/`` no row refers to and not written (nor reused) for ``grace``:
+        what a change that failed after putting its files left. Candidates are found without a lock;
+        each is checked again and removed under the store's write lock, so no change commits a
+        reference to it meanwhile (one that put it just before finds it gone and commits nothing:
+        :class:`~hub.docaxis.blobs.BlobMissing`). Temporary files of killed puts older than ``grace``
+        go too. ``dry_run``: count, remove nothing."""
+        if grace < MIN_ORPHAN_GRACE:
+            raise ValueError(f"the grace period must be at least {MIN_ORPHAN_GRACE} (a change in progress may have "
+                             f"put its files and not committed yet), got {grace}")
+        cutoff = time.time() - grace.total_seconds()
+        report = OrphanReport()
+        old = {digest: found.st_size for digest, found in self.blobs.files() if found.st_mtime < cutoff}
+        used = self._referenced(old)
+        report.kept = len(used)
+        candidates = {d: n for d, n in old.items() if d not in used}
+        if dry_run:
+            report.removed, report.bytes = len(candidates), sum(candidates.values())
+            return report
+        with self._write() as con:
+            self.blobs.sync()  # what this thread put before is checked now, not against its own removals
+            referenced = self._referenced(candidates, con)
+            for digest in sorted(candidates):
+                path = self.blobs.path(digest)
+                try:
+                    if digest in referenced or path.stat().st_mtime >= cutoff:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                report.removed += 1
+                report.bytes += candidates[digest]
+        for path, found in self.blobs.temporaries():
+            if found.st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                report.temporaries += 1
+        return report
+
+    def _referenced(self, digests: Iterable[str], con: sqlite3.Connection | None = None) -> set[str]:
+        """Those of ``digests`` some row refers to (a package, an attachment, a quarantined payload,
+        an outbox or outgoing package)."""
+        if con is None:
+            with self._read() as own:
+                return self._referenced(digests, own)
+        ids = list(digests)
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for table, column in _FILE_COLUMNS:
+                found |= {r[0] for r in con.execute(f"SELECT {column} FROM {table} WHERE {column} IN ({marks})", chunk)}
+        return found
 
     def quarantined(self) -> list[dict[str, Any]]:
         with self._read() as con:
