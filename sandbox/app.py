@@ -1,9 +1,9 @@
-"""The sandbox: the four national systems of ``national-systems.md`` on one loopback HTTP server.
+"""The sandbox: the national systems of ``national-systems.md`` on one loopback HTTP server.
 
-Each system lives under its own base path (``/population``, ``/civil``, ``/business``, ``/vdxp``),
-so each has its own ``{base}`` exactly as a real deployment would. Credentials are drawn fresh at
-every start and written, with the URLs, to a runtime file (mode 0600) that ``hub sandbox env``
-turns into ``export HUB_…`` lines.
+Each system lives under its own base path (``/population``, ``/civil``, ``/business``, ``/vdxp``,
+and ``/dvcqg`` for the national public-service portal), so each has its own ``{base}`` exactly as a
+real deployment would. Credentials are drawn fresh at every start and written, with the URLs, to a
+runtime file (mode 0600) that ``hub sandbox env`` turns into ``export HUB_…`` lines.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from sandbox.agencies import PROVINCE, PROVINCE_CODE_102, province_agency_codes
+from sandbox.agencies import PROVINCE, PROVINCE_CODE, PROVINCE_CODE_102, province_agency_codes
 from sandbox.auth import Client, TokenIssuer
 from sandbox.business import BusinessService, history_window
 from sandbox.civil_status import CivilStatusService
 from sandbox.document_exchange import DocumentAxisService
 from sandbox.faults import SYSTEMS, FaultPlan
 from sandbox.ground_truth import GroundTruth
+from sandbox.onestop import OneStopConfig, OneStopSystems
 from sandbox.population import PopulationRegistry, PopulationService
+from sandbox.portal import PortalService
 from sandbox.province import CIVIL_YEARS, DEFAULT_AS_OF, generate_residents
 from hub.ratelimit import RateLimiter
 from sandbox.service import SystemRuntime
@@ -44,6 +46,8 @@ class SandboxConfig:
     token_lifetime_s: float = 300.0
     visibility_timeout_s: float = 60.0
     as_of: datetime = DEFAULT_AS_OF
+    onestop: OneStopConfig = field(default_factory=OneStopConfig)  # the one-stop-shop databases (§6)
+    portal_session_s: float = 1800.0  # lifetime of a national-portal (dvcqg) session
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,15 @@ class Credentials:
     business_client_secret: str
     vdxp_system_id: str
     vdxp_secret: str
+    dvcqg_user: str
+    dvcqg_password: str
+    dvcqg_dstcode: str = PROVINCE_CODE  # the province's code on the portal (header dstcode)
 
     @classmethod
     def generate(cls) -> "Credentials":
         token = lambda: secrets.token_urlsafe(24)  # noqa: E731
-        return cls("hub-h31", token(), "hub-h31-civil", token(), "hub-h31-business", token(), "hub-h31-vdxp", token())
+        return cls("hub-h31", token(), "hub-h31-civil", token(), "hub-h31-business", token(), "hub-h31-vdxp", token(),
+                   dvcqg_user="hub-h31-dvcqg", dvcqg_password=token())
 
 
 class Sandbox:
@@ -83,6 +91,7 @@ class Sandbox:
             "civil": Client(c.civil_client_id, c.civil_client_secret, agencies, provinces),
             "business": Client(c.business_client_id, c.business_client_secret, agencies, provinces),
             "vdxp": Client(c.vdxp_system_id, c.vdxp_secret, agencies, provinces),
+            "dvcqg": Client(c.dvcqg_user, c.dvcqg_password, agencies, provinces),
         }
         self.runtimes = {
             system: SystemRuntime(system, {client.name: client}, RateLimiter(config.rate_limit),
@@ -98,6 +107,9 @@ class Sandbox:
                                         TokenIssuer(self.runtimes["business"].clients, config.token_lifetime_s))
         self.vdxp = DocumentAxisService(self.residents, self.runtimes["vdxp"], self.truth, seed,
                                         visibility_timeout_s=config.visibility_timeout_s)
+        # Drawn (and put in the ground truth) when first needed: ``self.onestop.open()`` or ``.generate()``.
+        self.onestop = OneStopSystems(config.onestop, self.residents, self.business.registry, self.truth, seed)
+        self.dvcqg = PortalService(self.runtimes["dvcqg"], c.dvcqg_dstcode, session_s=config.portal_session_s)
 
     def change(self, share: float, seed: int = 0) -> dict[str, int]:
         """Change ``share`` of everything now, as the registries would see it: residents get a fresh
@@ -130,6 +142,7 @@ class Sandbox:
             Mount("/civil", routes=self.civil.routes()),
             Mount("/business", routes=self.business.routes()),
             Mount("/vdxp", routes=self.vdxp.routes()),
+            Mount("/dvcqg", routes=self.dvcqg.routes()),
         ]
         return Starlette(routes=routes)
 
@@ -165,6 +178,11 @@ class Sandbox:
             "HUB_VDXP_URL": f"{base_url}/vdxp",
             "HUB_VDXP_SYSTEM_ID": c.vdxp_system_id,
             "HUB_VDXP_SECRET": c.vdxp_secret,
+            "HUB_DVCQG_URL": f"{base_url}/dvcqg",
+            "HUB_DVCQG_USER": c.dvcqg_user,
+            "HUB_DVCQG_PASSWORD": c.dvcqg_password,
+            "HUB_DVCQG_DSTCODE": c.dvcqg_dstcode,
+            **self.onestop.environment(),  # HUB_ONESTOP_URLS, once their databases are open
             # The hub paces itself at the limit each system allows this client.
             **{f"HUB_{system.upper()}_RATE_LIMIT": f"{self.config.rate_limit:g}"
                for system in SYSTEMS if self.config.rate_limit > 0},

@@ -8,7 +8,10 @@ reconciliation benchmark):
   the father and the requester) and their true identity (``P0000042`` / ``E0000007``);
 - ``anomalies``: ``system, dataset, record_key, field, anomaly, true_value, served_value`` — every
   injected data fault of ``national-systems.md`` §5;
-- ``persons`` / ``enterprises``: the true attributes, to score links and golden records against.
+- ``persons`` / ``enterprises``: the true attributes, to score links and golden records against;
+- ``dossier_applicants`` / ``onestop_systems``: the one-stop-shop dossiers' applicants (who each
+  ``so_giay_to`` really is, and the applicant fault if any) and the systems themselves (agency, backend,
+  clock offset), from :mod:`sandbox.onestop`; malformed dossier codes are ``anomalies`` on ``ma_ho_so``.
 """
 
 from __future__ import annotations
