@@ -54,7 +54,10 @@ instead of serving without a log.
 
 One process at a time writes a directory (it holds ``writer.lock`` while open); threads within it may
 append concurrently. A server with several worker processes gives each its own directory, or funnels
-appends to one process.
+appends to one process. The lookup API does the latter even with one worker: :mod:`hub.audit_writer`
+runs this writer in a process of its own (``background=False``: no flusher thread, the process commits
+in groups from its one thread through :meth:`AuditLog.commit_due`), so that neither the sealing nor the
+flusher's claims on the interpreter lock cost the serving process's event loop.
 """
 
 from __future__ import annotations
@@ -180,6 +183,25 @@ class AuditEntry:
                    agency_code=record["agency_code"], purpose=record["purpose"], method=record["method"],
                    path=record["path"], asked=record["asked"], fields=record["fields"],
                    record_keys=record["record_keys"], outcome=record["outcome"], detail=record["detail"])
+
+
+def request_record(at: datetime, client_id: str, agency_code: str, purpose: str | None, method: str, path: str,
+                   asked: list[str], fields: list[str], record_keys: list[str], outcome: int,
+                   detail: str = "", render_at: bool = True) -> dict[str, object]:
+    """:meth:`AuditEntry.to_record` of the entry with these fields, without making the entry (the
+    lookup API's hot path): ``at`` must be aware and is kept in UTC, ``detail`` is cut at
+    :data:`DETAIL_MAX`; the lists must already be lists of strings, and are not copied. With
+    ``render_at`` false, ``at`` stays the UTC datetime, for a caller that renders it with orjson
+    (``OPT_UTC_Z``, a third of the cost; :mod:`hub.audit_writer`)."""
+    if at.tzinfo is not UTC:
+        if at.tzinfo is None:
+            raise ValueError("AuditEntry.at must be timezone-aware")
+        at = at.astimezone(UTC)
+    if len(detail) > DETAIL_MAX:
+        detail = detail[: DETAIL_MAX - 1] + "…"
+    return {"at": _iso(at) if render_at else at, "client_id": client_id, "agency_code": agency_code, "purpose": purpose,
+            "method": method, "path": path, "asked": asked, "fields": fields, "record_keys": record_keys,
+            "outcome": outcome, "detail": detail}
 
 
 def _strings(values: object, name: str) -> list[str]:
@@ -627,7 +649,9 @@ class AuditLog:
                  checkpoint_every: int = 1000, *, flush_interval: float = DEFAULT_FLUSH_INTERVAL,
                  checkpoint_seconds: float = 60.0, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
                  max_pending: int = 100_000, lock_timeout: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_durable: Callable[[int], None] | None = None,
+                 on_failure: Callable[[BaseException], None] | None = None, background: bool = True) -> None:
         if checkpoint_every < 1 or flush_interval < 0 or segment_bytes < 1:
             raise ValueError("checkpoint_every and segment_bytes must be positive, flush_interval not negative")
         self.directory = Path(directory)
@@ -637,6 +661,9 @@ class AuditLog:
         self._every, self._flush_interval = checkpoint_every, flush_interval
         self._checkpoint_seconds, self._segment_bytes, self._clock = checkpoint_seconds, segment_bytes, clock
         self._max_pending = max(1, max_pending)
+        #: told the last durable seq after each commit, and the failure once the log fails (from the
+        #: thread that committed or failed): how :mod:`hub.audit_writer` reports to the serving process
+        self._on_durable, self._on_failure = on_durable, on_failure
         self._lock = threading.Lock()  # the chain's state and the queue
         self._io_lock = threading.Lock()  # the files; taken before _lock, never while holding it
         self._work = threading.Condition(self._lock)
@@ -653,8 +680,12 @@ class AuditLog:
         except BaseException:
             self._writer_lock.release()
             raise
-        self._flusher = threading.Thread(target=self._run_flusher, name="audit-log-flusher", daemon=True)
-        self._flusher.start()
+        #: background False: no flusher thread; the owner calls :meth:`commit_due` (``hub.audit_writer``'s
+        #: single-threaded loop, where a second thread would only compete for the interpreter lock)
+        self._flusher = None
+        if background:
+            self._flusher = threading.Thread(target=self._run_flusher, name="audit-log-flusher", daemon=True)
+            self._flusher.start()
         atexit.register(self.close)
 
     @classmethod
@@ -696,16 +727,14 @@ class AuditLog:
         every field itself as an entry holds it: ``at`` aware, lists of strings, ``outcome`` an int.
         ``at`` is kept in UTC and ``detail`` cut at :data:`DETAIL_MAX`, as an entry does; the lists
         are written before this returns, so they are not copied."""
-        if at.tzinfo is not UTC:
-            if at.tzinfo is None:
-                raise ValueError("AuditEntry.at must be timezone-aware")
-            at = at.astimezone(UTC)
-        if len(detail) > DETAIL_MAX:
-            detail = detail[: DETAIL_MAX - 1] + "…"
-        return self._append_record({"at": _iso(at), "client_id": client_id, "agency_code": agency_code,
-                                    "purpose": purpose, "method": method, "path": path, "asked": asked,
-                                    "fields": fields, "record_keys": record_keys, "outcome": outcome,
-                                    "detail": detail}, durable)
+        return self._append_record(request_record(at, client_id, agency_code, purpose, method, path, asked, fields,
+                                                  record_keys, outcome, detail), durable)
+
+    def append_record(self, record: dict[str, object], *, durable: bool = False) -> int:
+        """``append`` of an entry given as its record (:func:`request_record`, or
+        :meth:`AuditEntry.to_record`, read back from JSON): what :mod:`hub.audit_writer` receives.
+        ``record`` is taken over (it gains ``seq``, ``prev_hash`` and ``v``)."""
+        return self._append_record(record, durable)
 
     def _append_record(self, record: dict[str, object], durable: bool) -> int:
         with self._lock:
@@ -734,6 +763,12 @@ class AuditLog:
 
     def wait_durable(self, seq: int) -> None:
         """Block until entry ``seq`` is on disk; the flusher is hurried, and waiters share its fsync."""
+        if self._flusher is None:  # no flusher to hurry: commit here
+            with self._lock:
+                self._raise_if_unusable(allow_closing=True)
+            if self._durable.seq < seq:
+                self._commit()
+            return
         self._urgent.set()
         with self._lock:
             self._work.notify()
@@ -761,7 +796,8 @@ class AuditLog:
             self._closing = True
             self._work.notify()
         self._urgent.set()
-        self._flusher.join()
+        if self._flusher is not None:
+            self._flusher.join()
         try:
             if self._failure is None:
                 self._commit(sign=True)
@@ -790,6 +826,15 @@ class AuditLog:
             raise AuditLogError("the audit log is closed")
 
     # flushing ---------------------------------------------------------------------------------------
+
+    def commit_due(self) -> float | None:
+        """For a log opened with ``background=False``: write and fsync what is queued and sign the
+        checkpoints that are due; the seconds until the next time-based checkpoint falls due (None:
+        everything durable is signed)."""
+        with self._lock:
+            self._raise_if_unusable()
+        self._commit()
+        return self._time_to_checkpoint()
 
     def _run_flusher(self) -> None:
         """Background group commit: wait for work, gather for up to flush_interval, write, fsync, sign."""
@@ -861,6 +906,8 @@ class AuditLog:
         with self._lock:
             self._durable = tip
             self._durable_changed.notify_all()
+        if self._on_durable is not None:
+            self._on_durable(tip.seq)
 
     def _write_checkpoints(self, tips: list[_Tip]) -> None:
         """Append signed checkpoints at ``tips`` (already durable), then replace the signed head with the
@@ -879,8 +926,11 @@ class AuditLog:
     def _fail(self, exc: BaseException) -> None:
         log.error("the audit log failed; appends are refused until it is reopened: %s", exc)
         with self._lock:
+            first = self._failure is None
             self._failure = self._failure or exc
             self._durable_changed.notify_all()
+        if first and self._on_failure is not None:
+            self._on_failure(exc)
 
     # opening ----------------------------------------------------------------------------------------
 

@@ -576,23 +576,41 @@ def _engine(url: sa.URL) -> sa.Engine:
 
 # ------------------------------------------------------------------------------------------ export
 
+class ExportRefused(ExportError):
+    """An export for a client that the hub will not run: it is audited as refused (``outcome``, the
+    HTTP status the lookup API would answer; ``agency_code`` when the client is known) and no row leaves."""
+
+    def __init__(self, message: str, outcome: int = 403, agency_code: str = "", exit_code: int = 1) -> None:
+        super().__init__(message, exit_code)
+        self.outcome, self.agency_code = outcome, agency_code
+
+
 def granted_module(module: ModuleType, client_id: str, clients_file: Path) -> SimpleNamespace:
     """``module`` cut to what client ``client_id`` of ``clients_file`` may read of it: the key and the
-    granted fields (Decree 13/2023: an agency receives what its grant names, nothing more)."""
+    granted fields (Decree 13/2023: an agency receives what its grant names, nothing more). Refusals
+    are :class:`ExportRefused`: an unreadable clients file, an unknown or disabled client, a dataset not
+    granted, a grant naming fields the dataset does not have (a clients file written for another
+    schema: what it grants is unclear, so nothing is sent rather than a guess)."""
     from hub.access_policy import PolicyFileError, read_clients
 
     try:
         clients = read_clients(clients_file)
     except PolicyFileError as exc:
-        raise ExportError(f"cannot read the clients file: {exc}") from None
+        raise ExportRefused(f"cannot read the clients file: {exc}", 500) from None
     if client_id not in clients:
-        raise ExportError(f"no client {client_id!r} in {clients_file} (register it with `hub api add-client`)", 2)
+        raise ExportRefused(f"no client {client_id!r} in {clients_file} (register it with `hub api add-client`)",
+                            exit_code=2)
     client = clients[client_id][0]
     if client.disabled:
-        raise ExportError(f"client {client_id} is disabled")
+        raise ExportRefused(f"client {client_id} is disabled", agency_code=client.agency_code)
     granted = client.grants.get(module.DATASET)
     if granted is None:
-        raise ExportError(f"client {client_id} is not granted {module.DATASET}")
+        raise ExportRefused(f"client {client_id} is not granted {module.DATASET}", agency_code=client.agency_code)
+    unknown = [name for name in granted if name not in module.SCHEMA.names]
+    if unknown:
+        raise ExportRefused(f"client {client_id} is granted field(s) of {module.DATASET} that the dataset does not "
+                            f"have: {', '.join(unknown)}; correct the grant (hub api add-client)",
+                            agency_code=client.agency_code)
     keep = set(module.KEY) | set(granted)
     fields = [f for f in module.SCHEMA if f.name in keep]
     return SimpleNamespace(DATASET=module.DATASET, KEY=module.KEY, VERSION_COLUMN=module.VERSION_COLUMN,
@@ -605,31 +623,39 @@ def export_dataset(dataset: str, url: str, *, snapshot: Path, table: str | None 
                    audit_dir: Path | None = None) -> ExportResult:
     """Bring ``table`` in the database at ``url`` to exactly ``dataset`` of ``snapshot``; see the module
     docstring. With ``client``, only the key and the fields that client's grant names are exported, and
-    the export is written to the audit log before any row leaves and again once it is committed."""
+    the export is written to the audit log before any row leaves and again once it is committed; a
+    refused one (:class:`ExportRefused`) is written to it once, with the reason."""
     started = time.monotonic()
     module = dataset_module(dataset)
     if client is None:
         return _export_module(module, url, snapshot, table, schema, full, dry_run, batch_rows, started)
     if clients_file is None:
         raise ExportError("an export for a client needs the clients file", 2)
-    granted = granted_module(module, client, clients_file)
     where = masked(parse_target(url))
     with _export_audit(audit_dir) as audit:
+        try:
+            granted = granted_module(module, client, clients_file)
+        except ExportRefused as refusal:
+            audit(client[:100], refusal.agency_code, module.DATASET, [], refusal.outcome,
+                  f"export to {where} refused: {refusal}")
+            raise
+        names = granted.SCHEMA.names
         # Logged before any row leaves (durably), and again with what was sent once it is committed.
-        audit(client, granted, 202, f"export to {where} started")
+        audit(client, granted.agency_code, granted.DATASET, names, 202, f"export to {where} started")
         try:
             result = _export_module(granted, url, snapshot, table, schema, full, dry_run, batch_rows, started)
         except ExportError as exc:
-            audit(client, granted, 500, f"export to {where} failed: {exc}")
+            audit(client, granted.agency_code, granted.DATASET, names, 500, f"export to {where} failed: {exc}")
             raise
-        audit(client, granted, 200, result.summary())
+        audit(client, granted.agency_code, granted.DATASET, names, 200, result.summary())
     return result
 
 
 @contextmanager
-def _export_audit(directory: Path | None) -> Iterator[Callable[[str, SimpleNamespace, int, str], None]]:
+def _export_audit(directory: Path | None) -> Iterator[Callable[[str, str, str, list[str], int, str], None]]:
     """An appender to the exports' audit log (``$HUB_HOME/audit/exports`` unless ``directory``): one
-    hash-chained, signed log like the lookup API's, checked by ``hub audit verify --dir``."""
+    hash-chained, signed log like the lookup API's, checked by ``hub audit verify --dir``. Each entry
+    is durable before the appender returns."""
     from hub.audit_log import AuditEntry, AuditLog, AuditLogError, AuditSettings
     from hub.config import ConfigError
 
@@ -640,10 +666,9 @@ def _export_audit(directory: Path | None) -> Iterator[Callable[[str, SimpleNames
     except (AuditLogError, ConfigError, OSError) as exc:
         raise ExportError(f"the audit log cannot record this export, so it is not run: {exc}") from None
 
-    def append(client_id: str, module: SimpleNamespace, outcome: int, detail: str) -> None:
-        log.append(AuditEntry(client_id=client_id, agency_code=module.agency_code, purpose=None, method="EXPORT",
-                              path=f"/export/{module.DATASET}", outcome=outcome, fields=module.SCHEMA.names,
-                              detail=detail), durable=True)
+    def append(client_id: str, agency_code: str, dataset: str, fields: list[str], outcome: int, detail: str) -> None:
+        log.append(AuditEntry(client_id=client_id, agency_code=agency_code, purpose=None, method="EXPORT",
+                              path=f"/export/{dataset}", outcome=outcome, fields=fields, detail=detail), durable=True)
 
     with log:
         yield append

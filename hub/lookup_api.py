@@ -13,8 +13,10 @@ entry, the answer is withheld and the caller gets 503: an unlogged disclosure is
 
 Lookups are a few microseconds each (:mod:`hub.serving_store`), so handlers run on the event loop;
 only an uncached API-key check (a deliberate scrypt) goes to a thread. The audit append is a few
-microseconds (the log commits in groups in its own thread); with ``ApiLimits.audit_durable`` each
-answer waits in a worker thread until its entry is on disk.
+microseconds: the service numbers the entry and queues it, and the log is sealed, written and
+committed in groups by a process of its own (:mod:`hub.audit_writer`, as :func:`app_from_settings`
+wires it); with ``ApiLimits.audit_durable`` each answer waits in a worker thread until its entry is
+on disk.
 
 The busiest request, ``GET /v1/citizens/{personal_id}``, is answered by :class:`LookupApp` before
 the framework sees it (routing, the request object and the middleware cost several times the lookup),
@@ -992,7 +994,7 @@ class LookupApp(Starlette):
                 if body is None:
                     body = await self.service.lookup_citizen(context, authorization, peer[0] if peer else "unknown",
                                                              raw_id, scope["query_string"])
-                status, headers = 200, [(b"content-length", str(len(body)).encode()), _JSON]
+                status, headers = 200, [(b"content-length", b"%d" % len(body)), _JSON]
             except RequestRefused as refusal:
                 _note_refusal(context, refusal)
                 status, body = refusal.status, orjson.dumps({"error": refusal.error, "message": refusal.message})
@@ -1024,7 +1026,7 @@ class LookupApp(Starlette):
             return
         headers += _HARDENING  # what _hardening(number) adds, in its order
         if isinstance(number, int):
-            headers.append((b"x-audit-entry", str(number).encode()))
+            headers.append((b"x-audit-entry", b"%d" % number))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -1055,16 +1057,17 @@ def create_app(store: SnapshotStore, policy: AccessPolicy, audit: AuditSink,
 
 def app_from_settings(settings: Any, environ: Mapping[str, str] | None = None) -> Starlette:
     """The app wired from the hub's settings: the published snapshot under ``$HUB_HOME/lake``, the
-    clients file (``HUB_API_CLIENTS``) and the audit log (``HUB_AUDIT_…``). ``environ`` None: the
+    clients file (``HUB_API_CLIENTS``) and the audit log (``HUB_AUDIT_…``, written by its own process:
+    :class:`hub.audit_writer.AuditLogProcess`). ``environ`` None: the
     process environment over the config file, as :meth:`hub.config.Settings.from_env` reads them."""
-    from hub.audit_log import AuditLog
+    from hub.audit_writer import AuditLogProcess
 
     env = {**load_config_file(os.environ), **os.environ} if environ is None else environ
     home = Path(settings.home).resolve()
     store = SnapshotStore(home / "lake" / "published" / "current.duckdb")
     store.load()
     policy = AccessPolicy(clients_path(env, home))
-    return create_app(store, policy, AuditLog.from_settings(environ))
+    return create_app(store, policy, AuditLogProcess.from_settings(environ))
 
 
 def serve(settings: Any, host: str = "127.0.0.1", port: int = 8800) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -349,14 +350,78 @@ def test_an_export_for_a_client_carries_only_its_granted_fields(target: Target, 
         target.export("citizens", snapshot, client="so-khdt", clients_file=clients, table="citizens_b")
     with pytest.raises(ExportError, match="no client 'nobody'"):
         target.export("citizens", snapshot, client="nobody", clients_file=clients, table="citizens_c")
-    # The export is in the audit log: announced before any row left, then what was sent.
+    # The export is in the audit log: announced before any row left, then what was sent; the two
+    # refusals after it once each, with nothing sent.
     report = verify(audit_dir, load_public_key(AuditSettings.from_env().public_key_path))
-    assert report.ok and report.entries == 2, report.summary()
-    lines = [json.loads(line) for f in sorted(audit_dir.glob("*.jsonl")) for line in f.read_text().splitlines()]
-    entries = [e for e in lines if e.get("method") == "EXPORT"]
-    assert [e["outcome"] for e in entries] == [202, 200]
-    assert all(e["client_id"] == "ubnd-xa" and e["fields"] == columns for e in entries)
+    assert report.ok and report.entries == 4, report.summary()
+    entries = _audit_entries(audit_dir)
+    assert [e["outcome"] for e in entries] == [202, 200, 403, 403]
+    assert all(e["client_id"] == "ubnd-xa" and e["fields"] == columns for e in entries[:2])
     assert f"{ROWS} inserted" in entries[1]["detail"]
+    assert [(e["client_id"], e["fields"]) for e in entries[2:]] == [("so-khdt", []), ("nobody", [])]
+    assert not target.has_table("citizens_b") and not target.has_table("citizens_c")
+
+
+def _audit_entries(directory: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for f in sorted(directory.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    return [e for e in lines if e.get("method") == "EXPORT"]
+
+
+def _drop_given_name(module):
+    """``module`` as a snapshot schema without ``given_name`` would describe it: a grant naming that
+    field no longer fits the dataset."""
+    from types import SimpleNamespace
+
+    fields = [f for f in module.SCHEMA if f.name != "given_name"]
+    return SimpleNamespace(DATASET=module.DATASET, KEY=module.KEY, VERSION_COLUMN=module.VERSION_COLUMN,
+                           SCHEMA=pa.schema(fields, metadata=module.SCHEMA.metadata))
+
+
+@pytest.mark.parametrize("case", ["unknown_client", "disabled_client", "dataset_not_granted", "field_not_in_dataset",
+                                  "unreadable_clients_file"])
+def test_a_refused_export_for_a_client_is_audited_with_the_reason(case: str, tmp_path: Path, monkeypatch):
+    """Every export for a client is in the audit log, refused ones too: one durable entry saying why,
+    naming no field (nothing was sent), and no table in the target."""
+    from hub.access_policy import register_client
+    from hub.audit_log import AuditSettings, load_public_key, verify
+
+    monkeypatch.setenv("HUB_HOME", str(tmp_path / "home"))
+    audit_dir = tmp_path / "home" / "audit" / "exports"
+    snapshot = write_snapshot(tmp_path / "current.duckdb", {"citizens": rows_for("citizens")})
+    clients = tmp_path / "clients.json"
+    register_client(clients, "ubnd-xa", "000.00.31.H26", {"citizens": ["family_name", "given_name"]}, ["*"], 0.0)
+    register_client(clients, "so-khdt", "000.00.31.H30", {"enterprises": ["*"]}, ["*"], 0.0)
+    client, reason, outcome, agency = {
+        "unknown_client": ("nobody", "no client 'nobody'", 403, ""),
+        "disabled_client": ("ubnd-xa", "client ubnd-xa is disabled", 403, "000.00.31.H26"),
+        "dataset_not_granted": ("so-khdt", "client so-khdt is not granted citizens", 403, "000.00.31.H30"),
+        "field_not_in_dataset": ("ubnd-xa", "field(s) of citizens that the dataset does not have: given_name", 403,
+                                 "000.00.31.H26"),
+        "unreadable_clients_file": ("ubnd-xa", "cannot read the clients file", 500, ""),
+    }[case]
+    if case == "disabled_client":
+        document = json.loads(clients.read_text())
+        document["clients"][0]["disabled"] = True
+        clients.write_text(json.dumps(document))
+    if case == "field_not_in_dataset":
+        monkeypatch.setitem(export.DATASET_MODULES, "citizens", _drop_given_name(citizens))
+    if case == "unreadable_clients_file":
+        clients.write_text("{not json")
+    url = f"sqlite:///{tmp_path / 'agency.db'}"
+    with pytest.raises(ExportError, match=re.escape(reason)) as refused:
+        export_dataset("citizens", url, snapshot=snapshot, client=client, clients_file=clients)
+    assert refused.value.exit_code == (2 if case == "unknown_client" else 1)  # as before the refusals were audited
+    report = verify(audit_dir, load_public_key(AuditSettings.from_env().public_key_path))
+    assert report.ok and report.entries == 1, report.summary()
+    (entry,) = _audit_entries(audit_dir)
+    assert (entry["client_id"], entry["agency_code"], entry["outcome"]) == (client, agency, outcome)
+    assert entry["path"] == "/export/citizens" and entry["fields"] == [] and entry["record_keys"] == []
+    assert entry["detail"].startswith(f"export to {url} refused: ") and reason in entry["detail"]
+    engine = sa.create_engine(url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []  # not even the catalogue: nothing was written
+    finally:
+        engine.dispose()
 
 
 def test_a_crash_after_the_data_write_leaves_the_target_as_it_was(target: Target, tmp_path: Path, monkeypatch):

@@ -41,6 +41,7 @@ from starlette.applications import Starlette
 from hub.access_policy import (SENSITIVE, AccessPolicy, PolicyFileError, RequestRefused, expand_grant, parse_grants,
                                 read_clients, register_client)
 from hub.audit_log import AuditEntry, AuditLog, subject, verify
+from hub.audit_writer import AuditLogProcess
 from hub.config import Settings
 from hub.identity_match import fold_name, parse_birth
 from hub.lookup_api import ApiLimits, _query_items, app_from_settings, create_app
@@ -694,6 +695,29 @@ def test_answers_are_withheld_when_the_audit_log_fails(tmp_path: Path) -> None:
         assert DUC not in response.text and "record" not in body
 
 
+def test_answers_are_withheld_once_the_audit_writer_process_is_gone(tmp_path: Path) -> None:
+    write_snapshot(tmp_path / "current.duckdb")
+    store = SnapshotStore(tmp_path / "current.duckdb")
+    store.load()
+    clients = tmp_path / "clients.json"
+    key = register_client(clients, "full", **CLIENTS["full"])
+    audit = AuditLogProcess(tmp_path / "audit")
+    headers = {"Authorization": f"Bearer {key}"}
+    params = {"purpose": "1.001234", "name": "Nguyễn Văn Đức", "birth_date": "1990"}
+    try:
+        with running(create_app(store, AccessPolicy(clients), audit, ApiLimits(audit_durable=True))) as base:
+            served = requests.get(f"{base}/v1/citizens/{DUC}", params=params, headers=headers, timeout=10)
+            assert served.status_code == 200 and audit.durable_seq >= int(served.headers["x-audit-entry"])
+            audit._child.kill()
+            audit._child.wait(30)
+            for _ in range(2):  # the one that finds the writer gone, and every one after it
+                withheld = requests.get(f"{base}/v1/citizens/{DUC}", params=params, headers=headers, timeout=10)
+                body = refused(withheld, 503, "audit_unavailable")
+                assert DUC not in withheld.text and "record" not in body
+    finally:
+        audit.close()
+
+
 def test_the_app_wired_from_settings_serves_the_hub_home(tmp_path: Path) -> None:
     home = tmp_path / "hub"
     (home / "lake" / "published").mkdir(parents=True)
@@ -940,31 +964,34 @@ def _differential_requests(keys: dict[str, str]) -> list[tuple[str, str, str | N
 
 def _differential_apps(tmp: Path, name: str, snapshot: Path, clients: Path, *, fail_audit: bool = False,
                        store_class: type[SnapshotStore] = SnapshotStore,
-                       plain_log: bool = False) -> tuple[Any, RecordingSink | AuditLog]:
+                       plain_log: type[AuditLog] | type[AuditLogProcess] | None = None,
+                       ) -> tuple[Any, RecordingSink | AuditLog | AuditLogProcess]:
     store = store_class(snapshot, check_interval=3600)
     if store_class is SnapshotStore:
         store.load()
-    sink = AuditLog(tmp / f"audit-{name}") if plain_log else RecordingSink(tmp / f"audit-{name}", fail=fail_audit)
+    sink = plain_log(tmp / f"audit-{name}") if plain_log else RecordingSink(tmp / f"audit-{name}", fail=fail_audit)
     return create_app(store, AccessPolicy(clients, reload_interval=3600), sink), sink
 
 
-def _entries(sink: RecordingSink | AuditLog) -> list[dict[str, Any]]:
+def _entries(sink: RecordingSink | AuditLog | AuditLogProcess) -> list[dict[str, Any]]:
     """The entries a sink took, without their moment (and, read back from a log's lines, without the
     hashes that cover it)."""
-    if isinstance(sink, AuditLog):
+    if isinstance(sink, (AuditLog, AuditLogProcess)):
         lines = b"".join(path.read_bytes() for path in sorted(sink.directory.glob("audit-*.jsonl"))).splitlines()
         return [{k: v for k, v in orjson.loads(line).items() if k not in ("at", "hash", "prev_hash")} for line in lines]
     return [{k: v for k, v in entry.to_record().items() if k != "at"} for entry in sink.entries]
 
 
-@pytest.mark.parametrize("scenario", ["served", "served_log", "expired", "no_snapshot", "audit_fails", "store_fails"])
+@pytest.mark.parametrize("scenario", ["served", "served_log", "served_process", "expired", "no_snapshot",
+                                      "audit_fails", "store_fails"])
 def test_the_direct_citizen_path_answers_exactly_as_the_starlette_route(tmp_path: Path, scenario: str) -> None:
     """``LookupApp`` answers ``GET /v1/citizens/{personal_id}`` itself; the same request through the
     framework (its route and AuditMiddleware) must get the same status, headers and body bytes, and
     leave the same audit entries (numbers included), for every answer and every refusal, and through
     the caches the first requests fill. Two apps from the same files, one driven each way; with the
-    audit log as the sink itself (``served_log``) the direct path appends field by field
-    (``AuditLog.append_request``), and the lines it writes are compared."""
+    audit log as the sink itself (``served_log``, and written by its own process as ``hub api serve``
+    writes it: ``served_process``) the direct path appends field by field (``append_request``), and
+    the lines it writes are compared."""
     snapshot = tmp_path / "current.duckdb"
     if scenario != "no_snapshot":
         write_snapshot(snapshot, fetched=NOW - timedelta(hours=25) if scenario == "expired" else None)
@@ -981,7 +1008,8 @@ def test_the_direct_citizen_path_answers_exactly_as_the_starlette_route(tmp_path
         def poll(self) -> None:
             raise RuntimeError("the disk went away")
 
-    options = {"fail_audit": scenario == "audit_fails", "plain_log": scenario == "served_log",
+    logs = {"served_log": AuditLog, "served_process": AuditLogProcess}
+    options = {"fail_audit": scenario == "audit_fails", "plain_log": logs.get(scenario),
                "store_class": FailingStore if scenario == "store_fails" else SnapshotStore}
     direct, direct_sink = _differential_apps(tmp_path, "direct", snapshot, clients, **options)
     routed, routed_sink = _differential_apps(tmp_path, "routed", snapshot, clients, **options)
@@ -1014,6 +1042,7 @@ def test_the_direct_citizen_path_answers_exactly_as_the_starlette_route(tmp_path
         assert mine == theirs, request
         statuses.add(mine[0])
     expected = {"served": {200, 400, 401, 403, 404, 429}, "served_log": {200, 400, 401, 403, 404, 429},
+                "served_process": {200, 400, 401, 403, 404, 429},
                 "expired": {400, 401, 403, 429, 503},
                 "no_snapshot": {400, 401, 403, 429, 503}, "audit_fails": {503},
                 "store_fails": {400, 401, 403, 429, 500}}
@@ -1021,7 +1050,8 @@ def test_the_direct_citizen_path_answers_exactly_as_the_starlette_route(tmp_path
     assert _entries(direct_sink) == _entries(routed_sink)
     if scenario != "audit_fails":
         assert len(_entries(direct_sink)) == len(pairs)
-    if scenario in ("served", "served_log", "audit_fails"):  # both ways of deciding were compared, answers and refusals
+    if scenario in ("served", "served_log", "served_process", "audit_fails"):
+        # both ways of deciding were compared, answers and refusals
         assert {"bytes", "NoneType", "refused"} <= set(decided), decided
 
 
