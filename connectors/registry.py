@@ -15,6 +15,7 @@ CONNECTORS = {
     "civil": ("connectors.civil_status", "CivilStatusConnector"),
     "business": ("connectors.business", "BusinessConnector"),
     "vdxp": ("connectors.document_exchange", "DocumentExchangeConnector"),
+    "onestop": ("connectors.onestop", "OnestopConnector"),
 }
 
 

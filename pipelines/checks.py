@@ -2,7 +2,7 @@
 
 - the table's schema is the canonical one (drift from ``schemas/canonical`` is caught before serving);
 - keys are unique;
-- identifiers are valid (personal IDs' structure, enterprise check digits);
+- identifiers are valid (personal IDs' structure, enterprise check digits, dossier codes' form);
 - the share of quarantined records stays under ``HUB_QUARANTINE_MAX_RATE`` (default 2 %);
 - the synchronised population copy is legally valid: Decree 47/2020 Art. 41, 24 hours after the
   server time of the last complete pass (``national-systems.md`` §1.3). An expired copy fails visibly.
@@ -35,6 +35,8 @@ ID_RULES = {  # dataset → (column, SQL predicate that a valid value satisfies)
     "citizens": ("personal_id", r"regexp_full_match(personal_id, '(0\d[1-9]|0[1-9]\d|[1-9]\d\d)[0-5]\d{8}')"),
     "civil_events": ("record_id", "record_id IS NOT NULL AND module IN ('KS', 'KT', 'KH')"),
     "documents": ("doc_id", "length(doc_id) > 0"),
+    # Circular 01/2018 Art. 19 in shape; the connector has already checked the date part.
+    "dossiers": ("dossier_code", r"regexp_full_match(dossier_code, '\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}-\d{6}-\d{4}')"),
 }
 Verdict = tuple[bool, dict]  # passed, metadata
 

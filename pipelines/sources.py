@@ -1,8 +1,9 @@
 """Landing assets: one per national system, pulling into immutable Parquet parts.
 
-- The population database and the document axis land by cursor: each materialisation reads from the
-  committed cursor to the end, every batch written as a part and committed together with the cursor
-  (``connectors.extract.land``), so a run killed at any instant and re-executed lands the same parts.
+- The population database, the document axis and the one-stop-shop systems land by cursor: each
+  materialisation reads from the committed cursor to the end, every batch written as a part and
+  committed together with the cursor (``connectors.extract.land``), so a run killed at any instant and
+  re-executed lands the same parts.
 - The civil-status registry and the business registry are day-shaped: their landing is partitioned
   by day (``pipelines.partitions``), each partition read alone and swapped in whole
   (``pipelines.lake.land_day``), so re-running a partition replaces exactly that partition and a
@@ -33,6 +34,9 @@ SYSTEMS = {
                  {"rest", "parquet"}),
     "vdxp": ("National document-exchange axis (SOAP + edXML): documents and status packages received for "
              "the province's agencies, settled only once stored.", {"soap", "edxml", "parquet"}),
+    "onestop": ("The province's one-stop-shop systems (SQL databases named in HUB_ONESTOP_URLS): dossiers and "
+                "their processing steps changed since each system's high-water mark, with tombstones for "
+                "dossiers deleted there; nothing to read when no system is configured.", {"sql", "parquet"}),
 }
 OWNERS = ["team:integration"]
 RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -65,10 +69,14 @@ def cursor_landing_asset(system: str) -> dg.AssetsDefinition:
     def landing(context: dg.AssetExecutionContext, lake: HubLake) -> dg.MaterializeResult:
         started = time.monotonic()
         directory = lake.landing(system)
-        result = land(lake.connector(system), directory)
+        connector = lake.connector(system)
+        result = land(connector, directory)
         new_bytes = sum((directory / "parts" / name).stat().st_size for name in result.new_parts)
         context.log.info(f"{system}: {result.fetched} rows, {result.quarantined} quarantined in {result.batches} batches")
-        metadata = _metadata([result], new_bytes, started, result.state["cursor"], str(directory))
+        # A cursor too large for the event log (the one-stop-shop key sets) is shown summarised.
+        summary = getattr(connector, "cursor_summary", None)
+        cursor = summary(result.state["cursor"]) if summary else result.state["cursor"]
+        metadata = _metadata([result], new_bytes, started, cursor, str(directory))
         metadata["parts_total"] = dg.MetadataValue.int(len(result.state["parts"]))
         return dg.MaterializeResult(metadata=metadata)
 

@@ -8,16 +8,23 @@ its structure or by comparing it with the person's other attributes.
 Enterprise code (mã số doanh nghiệp): 10 digits whose last is a check digit
 N10 = 10 − (Σ Nᵢ·Wᵢ mod 11) with W = 31, 29, 23, 19, 17, 13, 7, 5, 3; a result of 10 is
 impossible, so codes whose first nine digits give it are never issued. A branch adds ``-NNN``.
+
+One-stop dossier code (mã số hồ sơ, Circular 01/2018/TT-VPCP Art. 19): ``{agency}-{YYMMDD}-{NNNN}`` —
+the receiving agency's code in the QCVN 102 form ``V1V2V3.Z1Z2.Y1Y2.MX1X2`` (3 digits . 2 digits .
+2 digits . a letter and 2 digits, e.g. ``000.00.13.H31``), the reception date and a 4-digit daily
+sequence.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import date
 
 _ENTERPRISE_WEIGHTS = (31, 29, 23, 19, 17, 13, 7, 5, 3)
 _ENTERPRISE = re.compile(r"^(\d{10})(?:-(\d{3}))?$")
 _PERSONAL_ID = re.compile(r"^\d{12}$")
 _CMND = re.compile(r"^\d{9}$")
+_DOSSIER_CODE = re.compile(r"^(\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2})-(\d{2})(\d{2})(\d{2})-(\d{4})$")
 
 
 def enterprise_check_digit(first_nine: str) -> int | None:
@@ -72,3 +79,17 @@ def personal_id_prefix(province_code: str, gender: int, birth_year: int) -> str:
 def is_cmnd(number: str) -> bool:
     """An old 9-digit identity card number."""
     return bool(_CMND.match(number or ""))
+
+
+def dossier_code_problem(code: str) -> str | None:
+    """Why ``code`` is not a dossier code of Circular 01/2018 Art. 19, or ``None`` if it is one."""
+    match = _DOSSIER_CODE.match(code or "")
+    if not match:
+        return (f"dossier code {code!r} is not {{QCVN 102 agency code}}-{{YYMMDD}}-{{NNNN}} "
+                f"(e.g. 000.00.13.H31-250814-0001)")
+    yy, mm, dd = (int(part) for part in match.group(2, 3, 4))
+    try:
+        date(2000 + yy, mm, dd)
+    except ValueError:
+        return f"dossier code {code!r}: {match.group(2)}{match.group(3)}{match.group(4)} is not a calendar date YYMMDD"
+    return None

@@ -203,7 +203,9 @@ def assert_snapshot_holds_the_tables(lake: Path) -> None:
             relation = HubLake(home=str(lake.parent)).table(spec.DATASET).relation()
             published, expected = (con.execute(f"SELECT * FROM {source} ORDER BY ALL").fetchall()
                                    for source in (spec.DATASET, relation))
-            assert published == expected and expected, spec.DATASET
+            assert published == expected, spec.DATASET
+            # Every table holds rows, but dossiers only when one-stop-shop systems are configured.
+            assert expected or (spec.DATASET == "dossiers" and not os.environ.get("HUB_ONESTOP_URLS")), spec.DATASET
 
 
 def test_a_sync_killed_at_any_instant_and_rerun_leaves_the_same_tables(sandbox_factory, tmp_path: Path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from schemas.canonical import citizens, civil_events, documents, enterprises
+from schemas.canonical import citizens, civil_events, documents, dossiers, enterprises
 
 #: system → the module defining DATASET, SCHEMA, KEY and VERSION_COLUMN of what it lands.
 DATASETS: dict[str, ModuleType] = {
@@ -12,4 +12,5 @@ DATASETS: dict[str, ModuleType] = {
     "civil": civil_events,
     "business": enterprises,
     "vdxp": documents,
+    "onestop": dossiers,
 }
