@@ -29,6 +29,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(docaxis_app, name="docaxis")
 api_app = typer.Typer(help="The lookup service for local agencies: serve it, register its clients.", no_args_is_help=True)
 app.add_typer(api_app, name="api")
+report_app = typer.Typer(help="Reports the hub makes to national systems.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 
 
 def _interrupt(*_: object) -> None:
@@ -76,6 +78,24 @@ def _sandbox_config(residents: int, seed: int, faults: Optional[Path], rate_limi
                          token_lifetime_s=token_lifetime, as_of=moment)
 
 
+ONESTOP_HELP = ("A one-stop-shop system as NAME=URL (repeatable; replaces the default three), e.g. "
+                "so-y-te=postgresql://postgres@127.0.0.1:5432/lgsp_onestop_so_y_te or quan-le-chan=sqlite:///x.sqlite.")
+
+
+def _onestop_config(systems: Optional[list[str]], sqlite_only: bool, dossiers: int, months: int, interval: float,
+                    home: Path):
+    """The ``--onestop…`` options as the sandbox's one-stop-shop configuration; exit 2 naming a bad one."""
+    from sandbox.onestop import OneStopConfig, OneStopError, parse_system
+
+    try:
+        pairs = tuple(parse_system(text) for text in systems) if systems else None
+        return OneStopConfig(systems=pairs, sqlite_only=sqlite_only, directory=home / "sandbox" / "onestop",
+                             dossiers_per_month=dossiers, months=months, change_interval_s=interval)
+    except OneStopError as exc:
+        typer.echo(f"--onestop: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @sandbox_app.command("serve")
 def sandbox_serve(
     residents: int = typer.Option(10_000, min=1_000, max=1_000_000, help="Residents of the synthetic province."),
@@ -87,15 +107,27 @@ def sandbox_serve(
     token_lifetime: float = typer.Option(300.0, help="Lifetime of OAuth2 tokens, seconds."),
     as_of: Optional[str] = typer.Option(None, help="End of generated history, YYYY-MM-DD (default 2026-11-01)."),
     truth: Optional[Path] = typer.Option(None, file_okay=False, help="Write the ground truth here (Parquet)."),
+    onestop: Optional[list[str]] = typer.Option(None, "--onestop", help=ONESTOP_HELP),
+    onestop_sqlite_only: bool = typer.Option(False, "--onestop-sqlite-only",
+                                             help="Serve only the one-stop-shop systems on SQLite."),
+    onestop_dossiers: int = typer.Option(10_000, min=0, help="One-stop-shop dossiers a month, all systems together."),
+    onestop_months: int = typer.Option(3, min=0, max=120, help="Months of one-stop-shop history before --as-of."),
+    onestop_interval: float = typer.Option(5.0, min=0, help="Seconds between one-stop-shop changes (0: none)."),
 ) -> None:
-    """Serve the four national systems over HTTP and print their base URLs and credentials."""
+    """Serve the national systems over HTTP and print their base URLs and credentials."""
+    from dataclasses import replace
+
     from sandbox.app import Sandbox, write_runtime_file
     from sandbox.server import bind, server_for
 
     settings = _settings()
     config = _sandbox_config(residents, seed, faults, rate_limit, token_lifetime, as_of)
+    config = replace(config, onestop=_onestop_config(onestop, onestop_sqlite_only, onestop_dossiers, onestop_months,
+                                                     onestop_interval, settings.home))
     typer.echo(f"generating a province of {residents:,} residents (seed {seed}) ...", err=True)
     sandbox = Sandbox(config)
+    typer.echo("filling the one-stop-shop databases ...", err=True)
+    sandbox.onestop.open()
     truth_dir = truth or settings.home / "sandbox" / "truth"
     sandbox.truth.write(truth_dir)
     try:
@@ -109,17 +141,24 @@ def sandbox_serve(
     runtime_file = _runtime_file(settings)
     write_runtime_file(runtime_file, environment, os.getpid())
     typer.echo(f"ground truth: {truth_dir}", err=True)
-    for system in ("population", "civil", "business", "vdxp"):
+    from sandbox.faults import SYSTEMS
+
+    for system in SYSTEMS:
         keys = [k for k in environment if k.startswith(f"HUB_{system.upper()}_")]
         typer.echo(f"{system:<11} " + "  ".join(f"{k.split('_', 2)[2].lower()}={environment[k]}" for k in keys))
+    for system in sandbox.onestop.served():  # the password of each URL only in the runtime file
+        typer.echo(f"{'onestop':<11} {system.name}  agency={system.agency.code102}  dossiers={len(system.dossiers):,}  "
+                   f"url={system.shown_url}")
     typer.echo(f"agency={environment['HUB_AGENCY_CODE']}  officer={environment['HUB_OFFICER_ID']}  "
                f"province={environment['HUB_PROVINCE']}")
     typer.echo(f'point the hub at it with:  eval "$(hub sandbox env)"   (written to {runtime_file})')
     server = server_for(sandbox.app(), log_level="warning")
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    sandbox.onestop.start()
     try:
         server.run(sockets=[sock])
     finally:
+        sandbox.onestop.close()
         runtime_file.unlink(missing_ok=True)
 
 
@@ -145,11 +184,21 @@ def sandbox_truth(
     residents: int = typer.Option(10_000, min=1_000, max=1_000_000),
     seed: int = typer.Option(0),
     faults: Optional[Path] = typer.Option(None, exists=True, dir_okay=False),
+    onestop: Optional[list[str]] = typer.Option(None, "--onestop", help=ONESTOP_HELP),
+    onestop_sqlite_only: bool = typer.Option(False, "--onestop-sqlite-only"),
+    onestop_dossiers: int = typer.Option(10_000, min=0),
+    onestop_months: int = typer.Option(3, min=0, max=120),
 ) -> None:
     """Generate a province and write its ground truth without serving it."""
+    from dataclasses import replace
+
     from sandbox.app import Sandbox
 
-    sandbox = Sandbox(_sandbox_config(residents, seed, faults, 50.0, 300.0, None))
+    config = _sandbox_config(residents, seed, faults, 50.0, 300.0, None)
+    config = replace(config, onestop=_onestop_config(onestop, onestop_sqlite_only, onestop_dossiers, onestop_months,
+                                                     0.0, _settings().home))
+    sandbox = Sandbox(config)
+    sandbox.onestop.generate()  # the one-stop-shop tables of the ground truth
     for path in sandbox.truth.write(out):
         typer.echo(str(path))
 
@@ -184,7 +233,7 @@ def demo(
         raise typer.Exit(1)
 
 
-SYSTEMS_HELP = "population, civil, business or vdxp"
+SYSTEMS_HELP = "population, civil, business, vdxp or onestop"
 
 
 @app.command("check")
@@ -258,6 +307,60 @@ def export(
         typer.echo(f"export failed: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     typer.echo(result.summary())
+
+
+@report_app.command("portal")
+def report_portal(
+    state: Optional[Path] = typer.Option(None, dir_okay=False,
+                                         help="Reporting state (default $HUB_HOME/portal/state.sqlite, shared with "
+                                              "the Dagster asset portal/report)."),
+    lake: bool = typer.Option(False, "--lake", help="Report the lake's canonical dossiers (what the asset reads) "
+                                                    "instead of reading the one-stop-shop systems now."),
+    refused: bool = typer.Option(False, "--refused", help="List what the portal refused and what was deleted at the "
+                                                          "source after it was reported; send nothing."),
+) -> None:
+    """One reporting pass to the national portal: every dossier and progress step not yet there, once."""
+    from connectors.errors import ConnectorError
+    from connectors.portal import PortalClient
+    from hub.portal_report import ReportError, orphans, refusals, report_pass
+
+    settings = _settings()
+    path = state or settings.home / "portal" / "state.sqlite"
+    if refused:
+        for item in refusals(path):
+            step = f" step {item['ThoiDiemXuLy']}" if "ThoiDiemXuLy" in item else ""
+            typer.echo(f"refused  {item['MaHoSo']}{step}: error_code {item['error_code']}: {item['message']}")
+        for code in orphans(path):
+            typer.echo(f"deleted at the source, still on the portal: {code}")
+        return
+    try:
+        client = PortalClient.from_settings(settings, os.environ)
+        rows = _lake_dossiers(settings) if lake else _source_dossiers(settings)
+        result = report_pass(rows, client, path)
+    except (ConfigError, ConnectorError, ReportError) as exc:
+        typer.echo(f"report failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(result.summary())
+    if result.refusals:
+        typer.echo(f"{len(result.refusals)} refused: see `hub report portal --refused`", err=True)
+
+
+def _source_dossiers(settings: Settings) -> list[dict]:
+    """Every dossier the one-stop-shop systems hold now, read through their connector."""
+    from connectors.registry import build_connector
+
+    connector = build_connector("onestop", settings)
+    return [row for batch in connector.read(None) for row in batch.records.to_pylist()]
+
+
+def _lake_dossiers(settings: Settings) -> list[dict]:
+    import duckdb
+
+    from pipelines.lake import HubLake
+
+    relation = HubLake(home=str(settings.home)).table("dossiers").relation()
+    with duckdb.connect() as con:
+        return con.sql(f"SELECT * FROM {relation}").to_arrow_table().to_pylist()
 
 
 @app.command("sync")

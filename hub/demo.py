@@ -3,7 +3,8 @@
 It starts the sandbox on loopback, writes its variables for ``hub sandbox env``, runs the
 ``sync_all`` job on the hub's Dagster instance (every source landed, canonical tables rebuilt and
 checked, the serving snapshot published), then the ``reconcile`` job (links, golden records,
-conflicts), then starts the lookup API and the Dagster UI on the same instance, with the schedules
+conflicts) and the ``dossiers`` job (the one-stop-shop dossiers reported to the sandbox's national
+portal, applicants cross-checked, service measures), then starts the lookup API and the Dagster UI on the same instance, with the schedules
 and the document-axis sensor running against the sandbox, and keeps everything up until interrupted.
 """
 
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from hub.access_policy import clients_path, parse_grants, register_client
-from hub.orchestration import run_full_sync, run_reconcile, start_ui, stop_process_group, ui_log
+from hub.orchestration import run_full_sync, run_job, start_ui, stop_process_group, ui_log
 from sandbox.app import Sandbox, SandboxConfig, write_runtime_file
+from sandbox.onestop import OneStopConfig
 from sandbox.server import running
 
 DEMO_CLIENT = "demo-agency"
@@ -98,7 +100,11 @@ def echo_api(home: Path, port: int, echo: Callable[[str], None]) -> None:
 def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, api_port: int, rate_limit: float,
              once: bool, echo: Callable[[str], None]) -> bool:
     echo(f"generating a province of {residents:,} residents (seed {seed}) ...")
-    sandbox = Sandbox(SandboxConfig(residents=residents, seed=seed, rate_limit=rate_limit))
+    # The one-stop-shop system of the embedded default: one SQLite file, changing while the demo runs.
+    onestop = OneStopConfig(sqlite_only=True, directory=home / "sandbox" / "onestop")
+    sandbox = Sandbox(SandboxConfig(residents=residents, seed=seed, rate_limit=rate_limit, onestop=onestop))
+    sandbox.onestop.open()
+    sandbox.onestop.start()  # its dossiers keep changing from now on, as a live system's do
     sandbox.truth.write(home / "sandbox" / "truth")
     runtime_file = home / "sandbox" / "runtime.json"
     with running(sandbox.app(), port=port) as base_url:
@@ -109,13 +115,16 @@ def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, api
         try:
             echo(f"sandbox national systems at {base_url}  (variables: eval \"$(hub sandbox env)\")")
             echo(f"ground truth written to {home / 'sandbox' / 'truth'}")
-            for state in ("lake", "docaxis"):  # each demo province is new: sync it afresh
+            for state in ("lake", "docaxis", "portal"):  # each demo province and portal is new: sync it afresh
                 shutil.rmtree(home / state, ignore_errors=True)
             echo(f"full sync through Dagster ({rate_limit:g} requests/s to each system):")
             ok = report(run_full_sync(home), echo)
             if ok:
                 echo("reconciliation through Dagster (links, golden records, conflicts):")
-                ok = report(run_reconcile(home), echo)
+                ok = report(run_job(home, "reconcile"), echo)
+            if ok:
+                echo("one-stop-shop dossiers through Dagster (portal report, applicant flags, service measures):")
+                ok = report(run_job(home, "dossiers"), echo)
             echo(f"lake: {home / 'lake'}  (published snapshot: {home / 'lake' / 'published' / 'current.duckdb'})")
             if once:
                 return ok
@@ -140,4 +149,5 @@ def run_demo(home: Path, residents: int, seed: int, port: int, ui_port: int, api
         except KeyboardInterrupt:
             return True
         finally:
+            sandbox.onestop.close()
             runtime_file.unlink(missing_ok=True)

@@ -62,9 +62,10 @@ def run_full_sync(hub_home: Path, first_day: str | None = None) -> list:
         return [landed, synced]
 
 
-def run_reconcile(hub_home: Path) -> list:
-    """One ``reconcile`` run on the hub's instance (links, review queue, golden records, conflicts and
-    their checks, from the canonical tables as they are), as the hourly schedule launches it."""
+def run_job(hub_home: Path, job: str) -> list:
+    """One run of ``job`` on the hub's instance, as its hourly schedule launches it: ``reconcile`` (links,
+    review queue, golden records, conflicts) or ``dossiers`` (the portal report, applicant flags,
+    service measures), each from the canonical tables as they are, with its checks."""
     import dagster as dg
 
     from pipelines.definitions import defs
@@ -72,7 +73,7 @@ def run_reconcile(hub_home: Path) -> list:
     home = dagster_home(hub_home)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         close_abandoned_runs(instance)
-        result = defs.resolve_job_def("reconcile").execute_in_process(
+        result = defs.resolve_job_def(job).execute_in_process(
             instance=instance, raise_on_error=False, tags={PROCESS_TAG: this_process()})
         return [result]
 

@@ -30,8 +30,9 @@ land_days = dg.define_asset_job(
     description="Land the civil-status and business-registry changes of the selected days (a range runs as one run).")
 
 sync_all = dg.define_asset_job(
-    "sync_all", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
-        *(dg.AssetKey(["landing", s]) for s in DAY_SHAPED)) - dg.AssetSelection.groups("reconciled", "docaxis"),
+    "sync_all", selection=dg.AssetSelection.all()
+    - dg.AssetSelection.assets(*(dg.AssetKey(["landing", s]) for s in DAY_SHAPED))
+    - dg.AssetSelection.groups("reconciled", "docaxis", "dossiers", "portal"),
     description="Pull the population copy and the document axis, rebuild and check every canonical table "
                 "from what has landed, publish the snapshot.")
 

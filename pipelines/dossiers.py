@@ -131,7 +131,7 @@ def applicant_flags_asset(context: dg.AssetExecutionContext, lake: HubLake) -> d
     with duckdb.connect() as con:
         flags = applicant_flags(con, _dossiers_relation(lake), lake.table("citizens").relation(),
                                 lake.table("enterprises").relation())
-        checked = con.sql(f"SELECT count(*) FROM {_dossiers_relation(lake)} WHERE NOT deleted").fetchone()[0]
+        checked = con.execute(f"SELECT count(*) FROM {_dossiers_relation(lake)} WHERE NOT deleted").fetchone()[0]
     write_parquet(flags, output(lake, "applicant_flags"))
     counts = {flag: 0 for flag in FLAGS}
     for flag in flags["flag"].to_pylist():
@@ -196,7 +196,7 @@ def systems_reporting(lake: HubLake) -> dg.AssetCheckResult:
     hours = _number("HUB_ONESTOP_SILENT_HOURS", 24.0)
     configured = [name for name, _ in Settings.from_env().onestop_urls]
     with duckdb.connect() as con:
-        latest = dict(con.sql(f"SELECT system, max(updated_at) FROM {_dossiers_relation(lake)} GROUP BY ALL").fetchall())
+        latest = dict(con.execute(f"SELECT system, max(updated_at) FROM {_dossiers_relation(lake)} GROUP BY ALL").fetchall())
     now = datetime.now(timefmt.VN_TZ)
     silent = {}
     for name in configured:

@@ -23,7 +23,8 @@ def test_serve_then_env_points_the_hub_at_the_sandbox(tmp_path: Path):
     env.pop("HUB_CONFIG", None)
     faults = tmp_path / "faults.toml"
     faults.write_text("seed = 3\n[civil]\nhttp_503 = 0.0\n")
-    server = subprocess.Popen([*HUB, "sandbox", "serve", "--residents", "1000", "--port", "0", "--faults", str(faults)],
+    server = subprocess.Popen([*HUB, "sandbox", "serve", "--residents", "1000", "--port", "0", "--faults", str(faults),
+                               "--onestop-sqlite-only", "--onestop-dossiers", "300"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         runtime = tmp_path / "home" / "sandbox" / "runtime.json"
@@ -39,7 +40,9 @@ def test_serve_then_env_points_the_hub_at_the_sandbox(tmp_path: Path):
                     "HUB_POPULATION_PASSWORD", "HUB_CIVIL_URL", "HUB_CIVIL_CLIENT_ID", "HUB_CIVIL_CLIENT_SECRET", "HUB_CIVIL_SINCE",
                     "HUB_BUSINESS_URL", "HUB_BUSINESS_CLIENT_ID", "HUB_BUSINESS_CLIENT_SECRET", "HUB_BUSINESS_VARIANT", "HUB_BUSINESS_SINCE",
                     "HUB_VDXP_URL", "HUB_VDXP_SYSTEM_ID", "HUB_VDXP_SECRET", "HUB_POPULATION_RATE_LIMIT",
-                    "HUB_CIVIL_RATE_LIMIT", "HUB_BUSINESS_RATE_LIMIT", "HUB_VDXP_RATE_LIMIT"}
+                    "HUB_CIVIL_RATE_LIMIT", "HUB_BUSINESS_RATE_LIMIT", "HUB_VDXP_RATE_LIMIT",
+                    "HUB_DVCQG_URL", "HUB_DVCQG_USER", "HUB_DVCQG_PASSWORD", "HUB_DVCQG_DSTCODE", "HUB_DVCQG_RATE_LIMIT",
+                    "HUB_ONESTOP_URLS"}
         assert set(lines) == expected
         evaluated = subprocess.run(["bash", "-c", f'eval "$({HUB[0]} sandbox env 2>/dev/null)"; '
                                    'echo "$HUB_CIVIL_URL"'], env=env, capture_output=True, text=True, timeout=60)

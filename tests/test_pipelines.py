@@ -46,7 +46,7 @@ def test_every_asset_is_described_owned_and_kinded():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description and node.owners and node.kinds, key
-    assert {s.name for s in defs.schedules} == {"hourly_days", "hourly_sync", "hourly_reconcile"}
+    assert {s.name for s in defs.schedules} == {"hourly_days", "hourly_sync", "hourly_reconcile", "hourly_dossiers"}
     assert {s.name for s in defs.sensors} == {"docaxis_inbox"}
 
 

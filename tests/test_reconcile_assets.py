@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hub.orchestration import run_full_sync, run_reconcile
+from hub.orchestration import run_full_sync, run_job
 from pipelines.definitions import defs
 from pipelines.lake import HubLake
 from pipelines.reconcile import GROUP, check_link_rate
@@ -66,7 +66,7 @@ def test_sync_all_leaves_the_reconciled_assets_out() -> None:
 def test_reconcile_materialises_with_metadata_and_checks(synced_lake, monkeypatch) -> None:
     sb, home, synced = synced_lake
     assert not set(materialized(synced)) & RECONCILED, "the sync does not reconcile"
-    results = run_reconcile(home)
+    results = run_job(home, "reconcile")
     assert all(r.success for r in results)
     meta = materialized(results)
     assert set(meta) == RECONCILED
@@ -92,7 +92,7 @@ def test_reconcile_materialises_with_metadata_and_checks(synced_lake, monkeypatc
     assert first.num_rows == conflicts["rows"].value
 
     # Run again: the same conflicts under the same ids, none resolved.
-    again = run_reconcile(home)
+    again = run_job(home, "reconcile")
     assert all(r.success for r in again)
     second = pq.read_table(lake / "conflicts.parquet")
     assert sorted(second["conflict_id"].to_pylist()) == sorted(first["conflict_id"].to_pylist())
@@ -102,7 +102,7 @@ def test_reconcile_materialises_with_metadata_and_checks(synced_lake, monkeypatc
     # conflicts wait rather than being rebuilt under an unknown threshold.
     monkeypatch.setenv("HUB_RECONCILE_MIN_LINK_RATE", "2")
     golden_before = (lake / "golden_persons.parquet").stat().st_mtime_ns
-    blocked = run_reconcile(home)
+    blocked = run_job(home, "reconcile")
     evaluations = {e.asset_check_key.name: e for r in blocked for e in r.get_asset_check_evaluations()}
     assert evaluations["check_link_rate"].passed is False
     assert "HUB_RECONCILE_MIN_LINK_RATE" in evaluations["check_link_rate"].metadata["error"].value
