@@ -58,6 +58,8 @@ SENSITIVE: dict[str, frozenset[str]] = {
                                "wife_ethnicity", "death_cause"}),
     "enterprises": frozenset(),
     "documents": frozenset(),
+    "service_measures": frozenset(),
+    "procedure_times": frozenset(),
 }
 #: Fields that are personal data, so an answer that contains any of them needs a declared purpose.
 PERSONAL: dict[str, frozenset[str]] = {
@@ -65,6 +67,8 @@ PERSONAL: dict[str, frozenset[str]] = {
     "civil_events": frozenset(CATALOGUE["civil_events"].columns),
     "enterprises": frozenset({"legal_representatives", "members"}),
     "documents": frozenset(),
+    "service_measures": frozenset(),  # aggregates per agency and month
+    "procedure_times": frozenset(),
 }
 
 _COLUMNS = {name: frozenset(spec.columns) for name, spec in CATALOGUE.items()}

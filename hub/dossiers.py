@@ -28,6 +28,24 @@ import pyarrow as pa
 
 from hub.reconcile.normalize import name_key_column
 
+#: The published tables of the measures (the lookup API serves them; ``pipelines.publish`` builds them).
+MEASURES_SCHEMA = pa.schema([
+    pa.field("agency", pa.string(), nullable=False),  # the QCVN 102 code of the dossier code's agency part
+    pa.field("month", pa.string(), nullable=False),  # YYYY-MM of receipt, Asia/Ho_Chi_Minh
+    pa.field("received", pa.int64()),
+    pa.field("online_share", pa.float64()),
+    pa.field("resolved", pa.int64()),
+    pa.field("on_time_share", pa.float64()),  # of the resolved; null when none is resolved yet
+    pa.field("late", pa.int64()),
+    pa.field("open_past_due", pa.int64()),
+])
+TIMES_SCHEMA = pa.schema([
+    pa.field("procedure_code", pa.string(), nullable=False),
+    pa.field("procedure_name", pa.string()),
+    pa.field("resolved", pa.int64()),
+    pa.field("median_days", pa.float64()),
+])
+
 RESOLVED = (9, 10)
 CLOSED_WITHOUT_RESULT = (3, 7, 8)
 FLAGS = ("unknown_applicant", "name_mismatch", "no_identifier", "wrong_kind")
@@ -107,7 +125,7 @@ def service_measures(con: duckdb.DuckDBPyConnection, dossiers: str, as_of: datet
                    AS open_past_due
         FROM {_live(dossiers)}
         WHERE received_at IS NOT NULL
-        GROUP BY ALL ORDER BY agency, month""", params=[as_of]).to_arrow_table()
+        GROUP BY ALL ORDER BY agency, month""", params=[as_of]).to_arrow_table().cast(MEASURES_SCHEMA)
 
 
 def procedure_times(con: duckdb.DuckDBPyConnection, dossiers: str) -> pa.Table:
@@ -116,5 +134,5 @@ def procedure_times(con: duckdb.DuckDBPyConnection, dossiers: str) -> pa.Table:
         SELECT procedure_code, any_value(procedure_name) AS procedure_name, count(*) AS resolved,
                median(epoch(finished_at - received_at) / 86400.0) AS median_days
         FROM {_live(dossiers)}
-        WHERE status IN {RESOLVED} AND finished_at IS NOT NULL AND received_at IS NOT NULL
-        GROUP BY ALL ORDER BY procedure_code""").to_arrow_table()
+        WHERE status IN {RESOLVED} AND finished_at IS NOT NULL AND received_at IS NOT NULL AND procedure_code IS NOT NULL
+        GROUP BY ALL ORDER BY procedure_code""").to_arrow_table().cast(TIMES_SCHEMA)

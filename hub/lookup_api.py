@@ -58,8 +58,8 @@ from hub.access_policy import AccessPolicy, Client, RequestRefused, check_feed, 
 from hub.audit_log import AuditEntry
 from hub.config import load_config_file
 from hub.identity_match import BirthQuery, identity_matches, parse_birth
-from hub.lookup_openapi import (CITIZENS_BATCH_BODY, DOC_ID, ENTERPRISES_BATCH_BODY, FEED_PAGE, FIELD, MAX_BATCH,
-                                MAX_BODY_BYTES, VERIFY_BODY, docs_page, openapi_document)
+from hub.lookup_openapi import (AGENCY_102, CITIZENS_BATCH_BODY, DOC_ID, ENTERPRISES_BATCH_BODY, FEED_PAGE, FIELD,
+                                MAX_BATCH, MAX_BODY_BYTES, MONTH, PROCEDURE, VERIFY_BODY, docs_page, openapi_document)
 from hub.serving_store import (CATALOGUE, EVENT_SUBJECTS, ROLES, DatasetCopy, RowTable, Snapshot, SnapshotStore,
                                iso_moment)
 from schemas.identifiers import enterprise_code_problem, personal_id_problem
@@ -869,6 +869,36 @@ class LookupService:
         return self.answer(copy, purpose, fields, record=_project(copy.rows, values, fields),
                            statuses=[_project(copy.rows, status, fields) for status in statuses])
 
+    async def service_measures(self, request: Request) -> Response:
+        """Per agency and month, optionally one agency and/or one month (aggregates: no purpose)."""
+        return await self._measures(request, "service_measures", {"agency": AGENCY_102, "month": MONTH})
+
+    async def procedure_times(self, request: Request) -> Response:
+        return await self._measures(request, "procedure_times", {"procedure": PROCEDURE})
+
+    async def _measures(self, request: Request, dataset: str, filters: Mapping[str, str]) -> Response:
+        context = _context(request)
+        client = await self.client(request)
+        query = _query(request, frozenset({*filters, "fields"}))
+        wanted = {}
+        for name, pattern in filters.items():
+            if name in query:
+                if not re.fullmatch(pattern, query[name]):
+                    raise RequestRefused(400, "invalid_parameter", f"{name} {_clean_shown(query[name])!r} does not "
+                                                                   f"match {pattern}")
+                wanted["procedure_code" if name == "procedure" else name] = query[name]
+        context.asked = [f"{dataset} " + (" ".join(f"{k}={v}" for k, v in wanted.items()) or "all")]
+        fields = self.grant(client, dataset, _fields_param(query), None)
+        _, copy = self.dataset(dataset)
+        rows = copy.rows
+        where = [(rows.position[name], value) for name, value in wanted.items()]
+        matching = [values for values in (rows.values(i) for i in range(len(rows)))
+                    if all(values[p] == value for p, value in where)]
+        key = [rows.position[k] for k in copy.spec.key]
+        context.fields = list(fields)
+        context.record_keys = ["/".join(str(values[p]) for p in key) for values in matching]
+        return self.answer(copy, None, fields, records=[_project(rows, values, fields) for values in matching])
+
     async def changes(self, request: Request) -> Response:
         """The dataset's records whose latest version reached the hub after the cursor, oldest first."""
         context = _context(request)
@@ -1046,6 +1076,8 @@ def create_app(store: SnapshotStore, policy: AccessPolicy, audit: AuditSink,
         Route("/v1/enterprises/{code}", _guarded(service.get_enterprise), methods=["GET"]),
         Route("/v1/documents/{doc_id}", _guarded(service.get_document), methods=["GET"]),
         Route("/v1/changes/{dataset}", _guarded(service.changes), methods=["GET"]),
+        Route("/v1/service-measures", _guarded(service.service_measures), methods=["GET"]),
+        Route("/v1/procedure-times", _guarded(service.procedure_times), methods=["GET"]),
         Route("/openapi.json", service.openapi, methods=["GET"]),
         Route("/docs", service.docs, methods=["GET"]),
         Route("/healthz", service.health, methods=["GET"]),

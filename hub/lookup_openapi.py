@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from hub.dossiers import MEASURES_SCHEMA, TIMES_SCHEMA
 from hub.serving_store import CATALOGUE, ROLES
 from schemas.canonical import citizens, civil_events, documents, enterprises
 
@@ -31,6 +32,9 @@ BIRTH = "^[0-9]{4}(-?[0-9]{2}-?[0-9]{2})?$"
 FIELD = "^[a-z][a-z0-9_]{0,63}$"
 FIELD_LIST = "^[a-z][a-z0-9_]{0,63}(,[a-z][a-z0-9_]{0,63}){0,199}$"
 CURSOR = "^c1\\.[A-Za-z0-9_-]{1,400}$"
+AGENCY_102 = "^[0-9]{3}[.][0-9]{2}[.][0-9]{2}[.][A-Z][0-9]{2}$"
+MONTH = "^[0-9]{4}-(0[1-9]|1[0-2])$"
+PROCEDURE = "^[0-9A-Z][0-9A-Z.]{2,60}$"
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200, "description": "Full name, any case, NFC or NFD"}
 _PURPOSE = {"type": "string", "pattern": PURPOSE,
@@ -97,8 +101,9 @@ def json_type(arrow: pa.DataType) -> dict[str, Any]:
 
 def record_schema(dataset: str) -> dict[str, Any]:
     """A record holds some of the dataset's fields (exactly those listed in the answer's ``fields``)."""
-    schema = {"citizens": citizens, "civil_events": civil_events, "enterprises": enterprises,
-              "documents": documents}[dataset].SCHEMA
+    schema = {"citizens": citizens.SCHEMA, "civil_events": civil_events.SCHEMA, "enterprises": enterprises.SCHEMA,
+              "documents": documents.SCHEMA, "service_measures": MEASURES_SCHEMA,
+              "procedure_times": TIMES_SCHEMA}[dataset]
     columns = CATALOGUE[dataset].columns
     return {"type": "object", "additionalProperties": False,
             "properties": {name: json_type(schema.field(name).type) for name in columns}}
@@ -252,6 +257,22 @@ def _paths() -> dict[str, Any]:
                     "record": {"type": "object"}}}},
                 "next": {"type": ["string", "null"], "description": "Cursor after the last item"}},
                 ["items", "next"]), _COMMON)}},
+        "/v1/service-measures": {"get": {
+            "operationId": "getServiceMeasures", "tags": ["service measures"],
+            "summary": "One-stop-shop dossiers per agency and month: received, share online, share resolved on time, "
+                       "late, still open past their due date",
+            "parameters": [_query("agency", AGENCY_102, False, "An agency's QCVN 102 code; absent: every agency"),
+                           _query("month", MONTH, False, "YYYY-MM of receipt; absent: every month"),
+                           _fields_param("service_measures")],
+            "responses": _responses(_answer({"records": {"type": "array", "items": record_schema("service_measures")}},
+                                            ["records"]), _COMMON)}},
+        "/v1/procedure-times": {"get": {
+            "operationId": "getProcedureTimes", "tags": ["service measures"],
+            "summary": "Per procedure (MaTTHC): dossiers resolved and the median days to resolve",
+            "parameters": [_query("procedure", PROCEDURE, False, "A procedure code; absent: every procedure"),
+                           _fields_param("procedure_times")],
+            "responses": _responses(_answer({"records": {"type": "array", "items": record_schema("procedure_times")}},
+                                            ["records"]), _COMMON)}},
         "/v1/documents/{doc_id}": {"get": {
             "operationId": "getDocument", "tags": ["documents"],
             "summary": "A message of the document axis and the status packages answering it",

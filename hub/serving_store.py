@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from hub.dossiers import MEASURES_SCHEMA, TIMES_SCHEMA
 from schemas.canonical import citizens, civil_events, documents, enterprises
 from schemas.timefmt import VN_TZ
 
@@ -81,6 +82,9 @@ CATALOGUE: dict[str, ServedDataset] = {spec.name: spec for spec in (
     _served(civil_events, "civil"),
     _served(enterprises, "business"),
     _served(documents, "vdxp", hidden=("edxml",)),
+    # The one-stop-shop service measures the publisher derives from the dossiers (no personal data).
+    ServedDataset("service_measures", "onestop", ("agency", "month"), None, tuple(MEASURES_SCHEMA.names), None),
+    ServedDataset("procedure_times", "onestop", ("procedure_code",), None, tuple(TIMES_SCHEMA.names), None),
 )}
 
 #: Where a civil event names its subject (who was born, died or married) by personal ID: module,

@@ -6,7 +6,10 @@ old file open keeps reading it, new readers get the new one, and nobody ever see
 file. Only one process may write a DuckDB file, so this step runs in the ``duckdb_write`` pool.
 
 The snapshot records, per table, the canonical build it holds (``snapshot_tables``: lineage and
-change number). The next snapshot starts from a copy of the current one and applies, table by table,
+change number). It also holds the one-stop-shop service measures (``service_measures``,
+``procedure_times``: :mod:`hub.dossiers`), computed from its own ``dossiers`` at every build (they are
+small), with their data time in ``snapshot_meta``, so the lookup API serves measures that agree with
+the snapshot's dossiers. The next snapshot starts from a copy of the current one and applies, table by table,
 the change files written since (delete the changed keys, insert their new rows): an incremental
 sync publishes in time proportional to what changed. A table whose lineage moved on (rebuilt, or a
 change file is gone) is loaded whole instead; so is everything when there is no current snapshot.
@@ -17,12 +20,17 @@ import shutil
 import time
 from pathlib import Path
 
+from datetime import datetime
+
 import dagster as dg
 import duckdb
 
+from hub.dossiers import procedure_times, service_measures
+from hub.serving_store import META_TABLE
 from pipelines.lake import HubLake
 from pipelines.sources import OWNERS, SYSTEMS
 from pipelines.tables import CanonicalTable, sql_paths
+from schemas import timefmt
 from schemas.canonical.registry import DATASETS
 
 HELD = "snapshot_tables"  # (dataset, lineage, seq): the canonical build each table of the snapshot holds
@@ -36,6 +44,24 @@ def held_builds(snapshot: Path) -> dict[str, tuple[str, int]]:
         if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [HELD]).fetchone()[0]:
             return {}
         return {dataset: (lineage, seq) for dataset, lineage, seq in con.execute(f"SELECT * FROM {HELD}").fetchall()}
+
+
+MEASURES = ("service_measures", "procedure_times")
+
+
+def publish_measures(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)build the service measures from the snapshot's ``dossiers``; their data time is the newest
+    dossier the hub fetched (none yet: the build's time)."""
+    now = datetime.now(timefmt.VN_TZ)
+    for name, table in (("service_measures", service_measures(con, "dossiers", now)),
+                        ("procedure_times", procedure_times(con, "dossiers"))):
+        con.register("_measures", table)
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _measures")
+        con.unregister("_measures")
+    as_of = con.execute("SELECT max(fetched_at) FROM dossiers").fetchone()[0] or now
+    con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (dataset VARCHAR, as_of TIMESTAMPTZ)")
+    con.execute(f"DELETE FROM {META_TABLE} WHERE dataset IN {MEASURES}")
+    con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", [[name, as_of] for name in MEASURES])
 
 
 def apply_changes(con: duckdb.DuckDBPyConnection, dataset: str, table: CanonicalTable, changes: list[Path]) -> None:
@@ -83,7 +109,9 @@ def snapshot(context: dg.AssetExecutionContext, lake: HubLake) -> dg.Materialize
                     apply_changes(con, dataset, table, plan)
                     how[dataset] = f"{len(plan)} changes applied"
                 con.execute(f"INSERT OR REPLACE INTO {HELD} VALUES (?, ?, ?)", [dataset, manifest.lineage, manifest.seq])
-            counts = {dataset: con.execute(f"SELECT count(*) FROM {dataset}").fetchone()[0] for dataset in tables}
+            publish_measures(con)
+            counts = {dataset: con.execute(f"SELECT count(*) FROM {dataset}").fetchone()[0]
+                      for dataset in (*tables, *MEASURES)}
             con.execute("CHECKPOINT")
     except BaseException:
         built.unlink(missing_ok=True)  # a half-built snapshot is never published, nor left behind

@@ -21,6 +21,7 @@ from hub.portal_report import orphans, refusals
 from pipelines.definitions import defs
 from pipelines.dossiers import output, state_path
 from pipelines.lake import HubLake
+from hub.serving_store import read_snapshot
 from sandbox.onestop import OneStopConfig
 from schemas.identifiers import dossier_code_problem
 from schemas.timefmt import COMPACT, VN_TZ
@@ -132,6 +133,9 @@ def test_report_flags_and_measures_end_to_end(synced) -> None:
     assert all(0 <= m["online_share"] <= 1 for m in measures)
     assert 0.05 < sum(m["online_share"] * m["received"] for m in measures) / len(codes) < 0.3  # about one in seven
     assert pq.read_table(output(lake, "procedure_times")).num_rows > 3
+    # The published snapshot holds the same measures, with a data time, for the lookup API.
+    served = read_snapshot(lake.published / "current.duckdb").datasets["service_measures"]
+    assert len(served.rows) == len(measures) and served.as_of is not None
 
 
 def test_applicant_flags_agree_with_the_ground_truth(synced) -> None:

@@ -43,6 +43,7 @@ from hub.access_policy import (SENSITIVE, AccessPolicy, PolicyFileError, Request
 from hub.audit_log import AuditEntry, AuditLog, subject, verify
 from hub.audit_writer import AuditLogProcess
 from hub.config import Settings
+from hub.dossiers import MEASURES_SCHEMA, TIMES_SCHEMA
 from hub.identity_match import fold_name, parse_birth
 from hub.lookup_api import ApiLimits, _query_items, app_from_settings, create_app
 from hub.lookup_openapi import openapi_document
@@ -132,6 +133,14 @@ def _document_rows(fetched: datetime) -> list[dict[str, Any]]:
     ]
 
 
+MEASURE_ROWS = [
+    {"agency": agency, "month": month, "received": 100 + k, "online_share": 0.14, "resolved": 90, "on_time_share": 0.9,
+     "late": 9, "open_past_due": 2}
+    for k, (agency, month) in enumerate((("000.00.02.H31", "2026-10"), ("000.00.02.H31", "2026-11"),
+                                         ("000.31.30.H31", "2026-11")))]
+TIME_ROWS = [{"procedure_code": "1.001193", "procedure_name": "Đăng ký khai sinh", "resolved": 80, "median_days": 0.9}]
+
+
 def write_snapshot(path: Path, version: int = 1, fetched: datetime | None = None,
                    extra_citizens: int = 0, meta_as_of: datetime | None = None,
                    refetched: tuple[str, ...] = ()) -> Path:
@@ -147,6 +156,11 @@ def write_snapshot(path: Path, version: int = 1, fetched: datetime | None = None
         for module, rows in tables.items():
             con.register("incoming", pa.Table.from_pylist(rows, schema=module.SCHEMA))
             con.execute(f"CREATE TABLE {module.DATASET} AS SELECT * FROM incoming")
+            con.unregister("incoming")
+        for name, schema, rows in (("service_measures", MEASURES_SCHEMA, MEASURE_ROWS),
+                                   ("procedure_times", TIMES_SCHEMA, TIME_ROWS)):
+            con.register("incoming", pa.Table.from_pylist(rows, schema=schema))
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming")
             con.unregister("incoming")
         if extra_citizens:
             con.execute("INSERT INTO citizens (personal_id, given_name, birth_year, updated_at, source_system, "
@@ -205,7 +219,7 @@ class Service:
 
 CLIENTS = {
     "full": dict(agency_code="H31.22", datasets={"citizens": ["*"], "civil_events": ["*"], "enterprises": ["*"],
-                                                  "documents": ["*"]},
+                                                  "documents": ["*"], "service_measures": ["*"]},
                  purposes=["1.00*", "H31.22-*"], rate=10_000, feeds=["enterprises", "civil_events"]),
     "sensitive": dict(agency_code="H31.30", datasets={"citizens": ["*", "ethnicity_code", "religion_code"],
                                                        "civil_events": ["*", "death_cause"]},
@@ -437,6 +451,22 @@ def test_citizens_batch(api: Service) -> None:
     bad = api.post("/v1/citizens:batch", {"purpose": "1.001234", "items": [
         {"personal_id": "031990012345", "name": "A", "birth_date": "1990"}]})
     assert "items/0/personal_id" in refused(bad, 400, "invalid_personal_id")["message"]
+
+
+def test_service_measures_per_agency_and_month(api: Service) -> None:
+    mark = len(api.audit.entries)
+    answer = api.get("/v1/service-measures", agency="000.00.02.H31").json()
+    assert [(r["agency"], r["month"], r["received"]) for r in answer["records"]] == [
+        ("000.00.02.H31", "2026-10", 100), ("000.00.02.H31", "2026-11", 101)]
+    assert answer["source"] == "onestop" and answer["purpose"] is None and "as_of" in answer
+    [entry] = api.audit.since(mark)
+    assert entry.record_keys == ["000.00.02.H31/2026-10", "000.00.02.H31/2026-11"]
+    assert len(api.get("/v1/service-measures", month="2026-11", fields="agency,late").json()["records"]) == 2
+    assert api.get("/v1/service-measures", agency="000.00.02.H31", month="2026-12").json()["records"] == []
+    refused(api.get("/v1/service-measures", month="2026-13"), 400, "invalid_parameter")
+    refused(api.get("/v1/service-measures", agency="H31' OR 1=1"), 400, "invalid_parameter")
+    refused(api.get("/v1/procedure-times"), 403, "dataset_not_granted")  # granted measures only
+    refused(api.get("/v1/service-measures", client="narrow"), 403, "dataset_not_granted")
 
 
 def test_enterprise_lookups(api: Service) -> None:
@@ -838,7 +868,8 @@ def test_snapshot_swaps_under_load_drop_no_request(tmp_path: Path) -> None:
 def test_the_store_indexes_civil_events_and_statuses(tmp_path: Path) -> None:
     snapshot = read_snapshot(write_snapshot(tmp_path / "s.duckdb"))
     assert {name: len(copy.rows) for name, copy in snapshot.datasets.items()} == {
-        "citizens": 3, "civil_events": 3, "enterprises": 2, "documents": 3}
+        "citizens": 3, "civil_events": 3, "enterprises": 2, "documents": 3, "service_measures": 3,
+        "procedure_times": 1}
     assert len(snapshot.person_events.get(HOA)) == 2 and snapshot.person_events.get("03109001234") == []
     copy = snapshot.datasets["citizens"]
     assert copy.rows.find(DUC) is not None and copy.rows.find(DUC + "0") is None and copy.rows.find(DUC[:-1]) is None
