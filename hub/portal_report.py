@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS dossiers (
     inflight_fp TEXT,               -- a DongBoHoSoMC carrying this content is (or was) under way
     refused_fp TEXT, refused_code TEXT, refused_message TEXT, refused_at TEXT,
     deleted_at_source TEXT,         -- set when the source deleted a dossier the portal keeps
+    reported_version TEXT,          -- the source version whose dossier and steps the portal fully holds
     updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS steps (
@@ -89,7 +90,8 @@ def _moment(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return timefmt.render(value.timestamp(), timefmt.COMPACT)
+        v = value.astimezone(timefmt.VN_TZ)
+        return f"{v.year:04d}{v.month:02d}{v.day:02d}{v.hour:02d}{v.minute:02d}{v.second:02d}"
     return str(value)
 
 
@@ -180,9 +182,11 @@ class ReportState:
         self.db.execute("COMMIT")
 
     def dossiers(self) -> dict[str, tuple]:
-        """code → (on_portal, confirmed_fp, refused_fp, deleted_at_source)."""
-        rows = self.db.execute("SELECT code, on_portal, confirmed_fp, refused_fp, deleted_at_source FROM dossiers")
-        return {code: (bool(on), confirmed, refused, deleted) for code, on, confirmed, refused, deleted in rows}
+        """code → (on_portal, confirmed_fp, refused_fp, deleted_at_source, reported_version)."""
+        rows = self.db.execute("SELECT code, on_portal, confirmed_fp, refused_fp, deleted_at_source, reported_version "
+                               "FROM dossiers")
+        return {code: (bool(on), confirmed, refused, deleted, version)
+                for code, on, confirmed, refused, deleted, version in rows}
 
     def steps(self) -> dict[tuple[str, str], tuple[str, str]]:
         """(code, moment) → (state, fp) of every step the state knows."""
@@ -263,14 +267,14 @@ class _Pass:
         with self.state.transaction() as db:
             for code, dossier in answers.items():
                 if dossier is None:
-                    db.execute("UPDATE dossiers SET on_portal = 0, confirmed_fp = NULL, inflight_fp = NULL, updated_at = ? "
-                               "WHERE code = ?", (now, code))
+                    db.execute("UPDATE dossiers SET on_portal = 0, confirmed_fp = NULL, inflight_fp = NULL, "
+                               "reported_version = NULL, updated_at = ? WHERE code = ?", (now, code))
                     db.execute("DELETE FROM steps WHERE code = ? AND state = 'inflight'", (code,))
                     continue
                 db.execute("INSERT INTO dossiers (code, agency, updated_at) VALUES (?, ?, ?) ON CONFLICT (code) DO NOTHING",
                            (code, agency_of(code), now))
-                db.execute("UPDATE dossiers SET on_portal = 1, confirmed_fp = ?, inflight_fp = NULL, updated_at = ? "
-                           "WHERE code = ?", (fingerprint(_portal_fields(dossier)), now, code))
+                db.execute("UPDATE dossiers SET on_portal = 1, confirmed_fp = ?, inflight_fp = NULL, reported_version = NULL, "
+                           "updated_at = ? WHERE code = ?", (fingerprint(_portal_fields(dossier)), now, code))
                 shown = {str(step.get("ThoiDiemXuLy")): fingerprint(step) for step in dossier.get("QuaTrinhXuLy") or ()}
                 db.executemany("INSERT INTO steps (code, moment, fp, state, updated_at) VALUES (?, ?, ?, 'sent', ?) "
                                "ON CONFLICT (code, moment) DO UPDATE SET state = 'sent', updated_at = excluded.updated_at "
@@ -442,6 +446,7 @@ def _run(rows: Iterable[Mapping[str, Any]], client: PortalClient, state: ReportS
         steps_of: dict[str, list[tuple[dict, str]]] = {}
         fresh: list[tuple[str, str]] = []
         deleted: list[str] = []
+        candidates: list[tuple[str, str, str, list[str]]] = []  # (code, version, fp, step moments) sent this pass
         for row in rows:
             code = row["dossier_code"]
             agency = agency_of(code)
@@ -451,6 +456,10 @@ def _run(rows: Iterable[Mapping[str, Any]], client: PortalClient, state: ReportS
                     deleted.append(code)
                 continue
             result.dossiers_seen += 1
+            version = str(row["version"])
+            if entry is not None and entry[4] == version:  # this very version is on the portal, steps and all
+                result.dossiers_unchanged += 1
+                continue
             if not catalogue_agency:
                 catalogue_agency = agency
                 field_names = {str(p.get("MaLinhVuc")): str(p.get("TenLinhVuc")) for p in client.procedures(agency)
@@ -469,6 +478,7 @@ def _run(rows: Iterable[Mapping[str, Any]], client: PortalClient, state: ReportS
                     steps.append((step, step_fp))  # changed since the portal refused it: try again
             if steps:
                 steps_of[code] = steps
+            candidates.append((code, version, fp, [s["ThoiDiemXuLy"] for s, _ in steps]))
             if entry is None:
                 fresh.append((code, agency))
             if entry is not None and entry[1] == fp:
@@ -509,6 +519,7 @@ def _run(rows: Iterable[Mapping[str, Any]], client: PortalClient, state: ReportS
         for agency, items in sorted(steps_out.items()):
             for batch in _batches(items, step_batch_size):
                 work.send_steps(agency, batch)
+        _remember_versions(state, candidates)
         result.seconds = time.monotonic() - started
         _finish(state, pass_id, "ok", result)
         return result
@@ -516,6 +527,19 @@ def _run(rows: Iterable[Mapping[str, Any]], client: PortalClient, state: ReportS
         result.seconds = time.monotonic() - started
         _finish(state, pass_id, f"failed: {exc}"[:500], result)
         raise
+
+
+def _remember_versions(state: ReportState, candidates: list[tuple[str, str, str, list[str]]]) -> None:
+    """Record, for each dossier whose fields and every step the portal now holds, the source version
+    that was: the next pass skips it without building its payload while that version stands."""
+    if not candidates:
+        return
+    confirmed = {code: entry[1] for code, entry in state.dossiers().items()}
+    steps = state.steps()
+    done = [(version, code) for code, version, fp, moments in candidates
+            if confirmed.get(code) == fp and all(steps.get((code, m), ("",))[0] == "sent" for m in moments)]
+    with state.transaction() as db:
+        db.executemany("UPDATE dossiers SET reported_version = ? WHERE code = ?", done)
 
 
 def _finish(state: ReportState, pass_id: int, outcome: str, result: PassResult) -> None:

@@ -62,6 +62,11 @@ def make_rows(n: int, seed: int = 0, steps: int = 3) -> list[dict]:
     return rows
 
 
+def touch(row: dict) -> None:
+    """A change at the source gives the canonical row a later version."""
+    row["version"] = row["version"] + timedelta(seconds=1)
+
+
 def client_for(running) -> PortalClient:
     env = {**running.env, "HUB_DVCQG_BACKOFF_INITIAL": "0.001", "HUB_DVCQG_BACKOFF_MAX": "0.01"}
     return PortalClient.from_settings(Settings.from_env(env), env)
@@ -113,6 +118,7 @@ def test_changes_go_as_updates_and_new_steps_alone(portal, tmp_path):
         row["status"], row["finished_at"] = 9, row["received_at"] + timedelta(days=1)
         row["steps"].append({**row["steps"][-1], "step_id": row["steps"][-1]["step_id"] + 1, "status": 9,
                              "content": "Đã xử lý xong", "processed_at": row["received_at"] + timedelta(days=1)})
+        touch(row)
     result = report_pass(rows, client_for(portal), state)
     assert (result.dossiers_new, result.dossiers_updated, result.steps_sent) == (0, 10, 10)
     assert_portal_matches(portal.sandbox.dvcqg, rows)
@@ -125,6 +131,7 @@ def test_a_lost_state_file_sends_no_step_twice(portal, tmp_path):
     rows = make_rows(50)
     report_pass(rows, client_for(portal), tmp_path / "first.sqlite")
     rows[0]["steps"].append({**rows[0]["steps"][-1], "step_id": 999_999, "processed_at": START + timedelta(days=3)})
+    touch(rows[0])
     result = report_pass(rows, client_for(portal), tmp_path / "fresh.sqlite")
     assert result.steps_sent == 1
     assert result.lookups >= 50
@@ -146,10 +153,24 @@ def test_refused_dossier_is_isolated_kept_with_the_message_and_retried_once_fixe
     again = report_pass(rows, client_for(portal), state)  # unchanged at the source: not sent again
     assert (again.still_refused, again.write_calls) == (1, 0)
     bad["procedure_code"] = procedures()[0].code
+    touch(bad)
     fixed = report_pass(rows, client_for(portal), state)
     assert (fixed.dossiers_new, fixed.steps_sent, fixed.refused_dossiers) == (1, 3, 0)
     assert refusals(state) == []
     assert_portal_matches(portal.sandbox.dvcqg, rows)
+
+
+def test_a_pass_skips_a_version_the_portal_holds_without_building_its_payload(portal, tmp_path, monkeypatch):
+    rows = make_rows(40)
+    state = tmp_path / "state.sqlite"
+    report_pass(rows, client_for(portal), state)
+    built = []
+    monkeypatch.setattr("hub.portal_report.dossier_payload",
+                        lambda row, names: built.append(row["dossier_code"]) or dossier_payload(row, names))
+    touch(rows[3])
+    again = report_pass(rows, client_for(portal), state)
+    assert built == [rows[3]["dossier_code"]]  # only the one whose version moved
+    assert (again.dossiers_unchanged, again.write_calls) == (40, 0)  # same content: nothing to send
 
 
 def test_deleted_at_the_source_after_reporting_is_listed_for_an_operator(portal, tmp_path):
