@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS dossiers (
     inflight_fp TEXT,               -- a DongBoHoSoMC carrying this content is (or was) under way
     refused_fp TEXT, refused_code TEXT, refused_message TEXT, refused_at TEXT,
     deleted_at_source TEXT,         -- set when the source deleted a dossier the portal keeps
-    reported_version TEXT,          -- the source version whose dossier and steps the portal fully holds
+    reported_version INTEGER,       -- the source version (epoch ms) whose dossier and steps the portal fully holds
     updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS steps (
@@ -140,6 +140,24 @@ def step_payloads(row: Mapping[str, Any]) -> list[dict[str, Any]]:
         "NgayKetThucTheoQuyDinh": _moment(step["due_at"]),
     } for step in row["steps"] or ()]
     return sorted(steps, key=lambda s: s["ThoiDiemXuLy"] or "")
+
+
+def version_key(version: datetime) -> int:
+    """A canonical row's ``version`` as the state keeps it: epoch milliseconds (DuckDB's ``epoch_ms``)."""
+    return round(version.timestamp() * 1000)
+
+
+def reported_versions(state_path: Path) -> dict[str, int]:
+    """code → the version (:func:`version_key`) the portal holds in full, for a caller that wants to
+    leave those rows out before it reads them (the Dagster asset does, in DuckDB)."""
+    if not Path(state_path).exists():
+        return {}
+    state = ReportState(state_path)
+    try:
+        return {code: version for code, version in
+                state.db.execute("SELECT code, reported_version FROM dossiers WHERE reported_version IS NOT NULL")}
+    finally:
+        state.close()
 
 
 def fingerprint(payload: Mapping[str, Any]) -> str:
@@ -410,22 +428,25 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 
 def report_pass(rows: Iterable[Mapping[str, Any]], client: PortalClient, state_path: Path, *,
-                batch_size: int = 200, step_batch_size: int = 500) -> PassResult:
+                batch_size: int = 200, step_batch_size: int = 500, left_out: int = 0) -> PassResult:
     """Bring the portal level with ``rows`` (canonical ``dossiers`` rows, steps nested, tombstones
-    included). Raises :class:`ReportError` if the portal keeps failing; the state is exact either way."""
+    included). ``left_out`` counts rows the caller did not pass because :func:`reported_versions` says
+    the portal holds them (they count as unchanged). Raises :class:`ReportError` if the portal keeps
+    failing; the state is exact either way."""
     started = time.monotonic()
     with exclusive(state_path):
         state = ReportState(state_path)
         try:
-            return _run(rows, client, state, batch_size, step_batch_size, started)
+            return _run(rows, client, state, batch_size, step_batch_size, started, left_out)
         finally:
             state.close()
 
 
 def _run(rows: Iterable[Mapping[str, Any]], client: PortalClient, state: ReportState, batch_size: int,
-         step_batch_size: int, started: float) -> PassResult:
+         step_batch_size: int, started: float, left_out: int) -> PassResult:
     work = _Pass(client, state, batch_size, step_batch_size)
     result = work.result
+    result.dossiers_seen = result.dossiers_unchanged = left_out
     with state.transaction() as db:
         cursor = db.execute("INSERT INTO passes (started_at) VALUES (?)", (_now(),))
         pass_id = cursor.lastrowid
@@ -446,7 +467,7 @@ def _run(rows: Iterable[Mapping[str, Any]], client: PortalClient, state: ReportS
         steps_of: dict[str, list[tuple[dict, str]]] = {}
         fresh: list[tuple[str, str]] = []
         deleted: list[str] = []
-        candidates: list[tuple[str, str, str, list[str]]] = []  # (code, version, fp, step moments) sent this pass
+        candidates: list[tuple[str, int, str, list[str]]] = []  # (code, version, fp, step moments) sent this pass
         for row in rows:
             code = row["dossier_code"]
             agency = agency_of(code)
@@ -456,7 +477,7 @@ def _run(rows: Iterable[Mapping[str, Any]], client: PortalClient, state: ReportS
                     deleted.append(code)
                 continue
             result.dossiers_seen += 1
-            version = str(row["version"])
+            version = version_key(row["version"])
             if entry is not None and entry[4] == version:  # this very version is on the portal, steps and all
                 result.dossiers_unchanged += 1
                 continue
@@ -529,7 +550,7 @@ def _run(rows: Iterable[Mapping[str, Any]], client: PortalClient, state: ReportS
         raise
 
 
-def _remember_versions(state: ReportState, candidates: list[tuple[str, str, str, list[str]]]) -> None:
+def _remember_versions(state: ReportState, candidates: list[tuple[str, int, str, list[str]]]) -> None:
     """Record, for each dossier whose fields and every step the portal now holds, the source version
     that was: the next pass skips it without building its payload while that version stands."""
     if not candidates:

@@ -58,7 +58,7 @@ def publish_measures(con: duckdb.DuckDBPyConnection) -> None:
         con.register("_measures", table)
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _measures")
         con.unregister("_measures")
-    as_of = con.execute("SELECT max(fetched_at) FROM dossiers").fetchone()[0] or now
+    as_of = con.execute("SELECT max(fetched_at) FROM dossiers").fetchall()[0][0] or now
     con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (dataset VARCHAR, as_of TIMESTAMPTZ)")
     con.execute(f"DELETE FROM {META_TABLE} WHERE dataset IN {MEASURES}")
     con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", [[name, as_of] for name in MEASURES])
