@@ -194,14 +194,24 @@ def request_record(at: datetime, client_id: str, agency_code: str, purpose: str 
     ``render_at`` false, ``at`` stays the UTC datetime, for a caller that renders it with orjson
     (``OPT_UTC_Z``, a third of the cost; :mod:`hub.audit_writer`)."""
     if at.tzinfo is not UTC:
-        if at.tzinfo is None:
-            raise ValueError("AuditEntry.at must be timezone-aware")
-        at = at.astimezone(UTC)
+        at = utc_moment(at)
     if len(detail) > DETAIL_MAX:
-        detail = detail[: DETAIL_MAX - 1] + "…"
+        detail = cut_detail(detail)
     return {"at": _iso(at) if render_at else at, "client_id": client_id, "agency_code": agency_code, "purpose": purpose,
             "method": method, "path": path, "asked": asked, "fields": fields, "record_keys": record_keys,
             "outcome": outcome, "detail": detail}
+
+
+def utc_moment(at: datetime) -> datetime:
+    """An entry's ``at`` as it is kept: in UTC; a naive datetime is refused."""
+    if at.tzinfo is None:
+        raise ValueError("AuditEntry.at must be timezone-aware")
+    return at.astimezone(UTC)
+
+
+def cut_detail(detail: str) -> str:
+    """An entry's ``detail`` as it is kept: at most :data:`DETAIL_MAX` characters."""
+    return detail if len(detail) <= DETAIL_MAX else detail[: DETAIL_MAX - 1] + "…"
 
 
 def _strings(values: object, name: str) -> list[str]:

@@ -47,7 +47,7 @@ import threading
 import time
 from asyncio import AbstractEventLoop
 from asyncio import _get_running_loop  # the loop of this thread or None, without raising
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Mapping
 
@@ -55,9 +55,9 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from hub.audit_log import (DEFAULT_FLUSH_INTERVAL, DEFAULT_SEGMENT_BYTES, AuditEntry, AuditLog, AuditLogBusy,
-                           AuditLogCorrupt, AuditLogError, AuditLogFailed, AuditSettings, _iso, _scrub, _write_all,
-                           request_record)
+from hub.audit_log import (DEFAULT_FLUSH_INTERVAL, DEFAULT_SEGMENT_BYTES, DETAIL_MAX, AuditEntry, AuditLog,
+                           AuditLogBusy, AuditLogCorrupt, AuditLogError, AuditLogFailed, AuditSettings, _iso, _scrub,
+                           _write_all, cut_detail, request_record, utc_moment)
 from hub.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -161,22 +161,36 @@ class AuditLogProcess:
 
     def append(self, entry: AuditEntry, *, durable: bool = False) -> int:
         """:meth:`AuditLog.append`: queue ``entry``; its sequence number."""
-        return self._append(entry.to_record(), durable)
+        return self._enqueue(_members(entry.to_record()), durable)
 
     def append_request(self, *, at: datetime, client_id: str, agency_code: str, purpose: str | None, method: str,
                        path: str, asked: list[str], fields: list[str], record_keys: list[str], outcome: int,
                        detail: str = "", durable: bool = False) -> int:
-        """:meth:`AuditLog.append_request`: the same entry as ``append(AuditEntry(...))``."""
-        return self._append(request_record(at, client_id, agency_code, purpose, method, path, asked, fields,
-                                           record_keys, outcome, detail, render_at=False), durable)
+        """:meth:`AuditLog.append_request`: the same entry as ``append(AuditEntry(...))``, its members
+        rendered in one orjson call (``at`` as a UTC datetime, ``OPT_UTC_Z``) without building the
+        record (:func:`hub.audit_log.request_record`) first: this is once per lookup."""
+        if at.tzinfo is not UTC:
+            at = utc_moment(at)
+        if len(detail) > DETAIL_MAX:
+            detail = cut_detail(detail)
+        try:
+            members = orjson.dumps({"at": at, "client_id": client_id, "agency_code": agency_code, "purpose": purpose,
+                                    "method": method, "path": path, "asked": asked, "fields": fields,
+                                    "record_keys": record_keys, "outcome": outcome, "detail": detail}, option=_UTC_Z)
+        except orjson.JSONEncodeError:  # a lone surrogate: escaped as the log escapes it, the slow way
+            members = _members(request_record(at, client_id, agency_code, purpose, method, path, asked, fields,
+                                              record_keys, outcome, detail, render_at=False))
+        return self._enqueue(members, durable)
 
-    def _append(self, record: dict[str, object], durable: bool) -> int:
+    def _enqueue(self, members: bytes, durable: bool) -> int:
+        """Number the entry whose members (a JSON object) are ``members`` and queue its line."""
         durable = durable or self._every_append_durable
         with self._lock:
-            self._raise_if_unusable()
+            if self._failure is not None or self._closing:  # closed or ended imply one of the two
+                self._raise_if_unusable()
             seq = self._seq + 1
-            record["seq"] = seq  # checked by the child against the number the chain gives it
-            self._queue.append(_line(record))
+            # checked by the child against the number the chain gives it
+            self._queue.append(b'{"seq":%d,%b\n' % (seq, memoryview(members)[1:]))
             self._seq = seq
             now = durable
             if not now:
@@ -320,12 +334,12 @@ class AuditLogProcess:
             self._child.wait()
 
 
-def _line(record: dict[str, object]) -> bytes:
-    """An entry's members as the child reads them; ``at`` may be a UTC datetime (``…Z``)."""
+def _members(record: dict[str, object]) -> bytes:
+    """An entry's members as the child reads them (without ``seq``); ``at`` may be a UTC datetime (``…Z``)."""
     try:
-        return orjson.dumps(record, option=_UTC_Z) + b"\n"
+        return orjson.dumps(record, option=_UTC_Z)
     except orjson.JSONEncodeError:  # a lone surrogate: escaped as the log's canonical JSON escapes it
-        return orjson.dumps(_scrub(record), option=_UTC_Z) + b"\n"
+        return orjson.dumps(_scrub(record), option=_UTC_Z)
 
 
 def _at_text(text: str) -> str:

@@ -83,6 +83,30 @@ def test_the_process_writes_what_the_log_writes_byte_for_byte(tmp_path: Path):
     assert len(subject(tmp_path / "process", "001090000011")) == len(subject(tmp_path / "thread", "001090000011")) > 0
 
 
+def test_append_request_keeps_an_entry_s_rules_byte_for_byte(tmp_path: Path):
+    """What ``append_request`` is given raw (another zone, a whole second, a detail past DETAIL_MAX, text
+    that is not valid Unicode, a refusal's None purpose) is kept as an entry keeps it, the same bytes as
+    the in-process log's; a naive ``at`` is refused by both, and numbers nothing."""
+    raw = [dict(at=datetime(2026, 5, 4, 8, 30, 1, 250, tzinfo=PLUS7), client_id="c", agency_code="H31.22",
+                purpose="1.001", method="GET", path="/v1/citizens/{personal_id}", asked=["001090000011"],
+                fields=["given_name"], record_keys=["001090000011"], outcome=200, detail=""),
+           dict(at=datetime(2026, 5, 4, 1, 30, tzinfo=UTC), client_id="c", agency_code="H31.22", purpose=None,
+                method="GET", path="/v1/citizens/{personal_id}", asked=["x\ud800y"], fields=[], record_keys=[],
+                outcome=400, detail="y" * 400)]
+    for name, kind in (("thread", AuditLog), ("process", AuditLogProcess)):
+        with kind(tmp_path / name, KEY) as log:
+            assert [log.append_request(**fields) for fields in raw] == [1, 2]
+            with pytest.raises(ValueError, match="timezone-aware"):
+                log.append_request(**{**raw[0], "at": datetime(2026, 5, 4, 1, 30)})
+            assert log.append_request(**raw[0]) == 3
+    assert segment_bytes(tmp_path / "thread") == segment_bytes(tmp_path / "process")
+    lines = segment_bytes(tmp_path / "process")[0].splitlines()
+    first, second = orjson.loads(lines[0]), orjson.loads(lines[1])
+    assert first["at"] == "2026-05-04T01:30:01.000250Z"
+    assert second["at"] == "2026-05-04T01:30:00.000000Z" and second["detail"] == "y" * 299 + "…"
+    assert verify(tmp_path / "process", KEY.public_key()).ok
+
+
 def test_durable_appends_flush_and_checkpoint_wait_for_the_disk(tmp_path: Path):
     with AuditLogProcess(tmp_path / "log", KEY, flush_interval=3600) as log:  # nothing committed on its own
         first = log.append(entries()[0])
