@@ -48,7 +48,7 @@ from connectors.base import Batch, CheckResult
 from connectors.errors import (AuthenticationFailed, ConnectorError, MalformedResponse, PermanentError,
                                TransientError)
 from connectors.transport import HttpRequest, Transport, TransportOptions, options_from_env
-from hub.config import Settings
+from hub.config import Settings, env_number
 from schemas.canonical import QUARANTINE_SCHEMA, documents
 from schemas.contracts import wsdl_path
 
@@ -273,8 +273,8 @@ class DocumentExchangeConnector:
             raise ValueError(f"the document axis needs {', '.join(missing)}")
         return cls(settings.vdxp_url, settings.vdxp_system_id, settings.vdxp_secret.reveal(),
                    options_from_env(SYSTEM, environ),
-                   page_size=_number(environ, "HUB_VDXP_PAGE_SIZE", MAX_PAGE, int, 1, MAX_PAGE),
-                   visibility_timeout_s=_number(environ, "HUB_VDXP_VISIBILITY_TIMEOUT", 60.0, float, 0, 3600))
+                   page_size=env_number(environ, "HUB_VDXP_PAGE_SIZE", MAX_PAGE, kind=int, low=1, high=MAX_PAGE),
+                   visibility_timeout_s=env_number(environ, "HUB_VDXP_VISIBILITY_TIMEOUT", 60.0, low=0, high=3600))
 
     # -- one SOAP call ---------------------------------------------------------------------------------
     def _note_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -454,20 +454,6 @@ class DocumentExchangeConnector:
         state.remember(outcomes)
         return Batch(rows.table(), state.cursor(), refused.table(), after_commit=lambda: self._settle(outcomes),
                      progress=len(unique))
-
-
-def _number(environ: Mapping[str, str], name: str, default: Any, kind: type, low: float, high: float) -> Any:
-    """A numeric ``HUB_VDXP_…`` knob, refused early (naming the variable) when malformed."""
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
-    return value
 
 
 # -- cursor ---------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ import sqlalchemy as sa
 from connectors.base import Batch, CheckResult
 from connectors.errors import ConnectorError
 from connectors.transport import TransportOptions, options_from_env
-from hub.config import Secret, Settings
+from hub.config import Secret, Settings, env_number
 from schemas.canonical import QUARANTINE_SCHEMA, dossiers
 from schemas.identifiers import dossier_code_problem, enterprise_code_problem, is_cmnd, personal_id_problem
 from schemas.timefmt import VN_TZ
@@ -197,8 +197,8 @@ class OnestopConnector:
         systems = [OnestopSystem(name, url, parse_status_map(status_map_variable(name),
                                                              environ.get(status_map_variable(name), "")))
                    for name, url in settings.onestop_urls]
-        overlap = _number(environ, "HUB_ONESTOP_OVERLAP_S", DEFAULT_OVERLAP_S, float, 0)
-        batch_size = _number(environ, "HUB_ONESTOP_BATCH_SIZE", DEFAULT_BATCH_SIZE, int, 1)
+        overlap = env_number(environ, "HUB_ONESTOP_OVERLAP_S", DEFAULT_OVERLAP_S, low=0)
+        batch_size = env_number(environ, "HUB_ONESTOP_BATCH_SIZE", DEFAULT_BATCH_SIZE, kind=int, low=1)
         return cls(systems, overlap_s=overlap, batch_size=batch_size, options=options_from_env(SYSTEM, environ))
 
     def __repr__(self) -> str:
@@ -744,16 +744,3 @@ def _prune(recent: dict[str, list], floor: datetime | None) -> None:
     if len(recent) > RECENT_LIMIT:
         for code, _ in sorted(recent.items(), key=lambda item: item[1][0])[:len(recent) - RECENT_LIMIT]:
             del recent[code]
-
-
-def _number(environ: Mapping[str, str], variable: str, default: Any, kind: type, minimum: float) -> Any:
-    raw = environ.get(variable, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ValueError(f"{variable} must be a {kind.__name__}, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{variable} must be at least {minimum}, got {raw!r}")
-    return value

@@ -125,9 +125,6 @@ class PortalClient:
     def procedures(self, agency: str) -> list[dict[str, Any]]:
         return list(self._read("LayDanhSachTTHC", agency, {}) or [])
 
-    def agencies(self, agency: str) -> list[dict[str, Any]]:
-        return list(self._read("LayDanhMucCoQuan", agency, {}) or [])
-
     def sync_dossiers(self, agency: str, dossiers: list[dict[str, Any]], updating: bool) -> None:
         """``DongBoHoSoMC``: all of ``dossiers`` as new (``isUpdating`` "False") or as updates."""
         self._write("DongBoHoSoMC", agency, {"isUpdating": "True" if updating else "False", "data": dossiers})

@@ -335,8 +335,8 @@ def report_portal(
         return
     try:
         client = PortalClient.from_settings(settings, os.environ)
-        rows = _lake_dossiers(settings) if lake else _source_dossiers(settings)
-        result = report_pass(rows, client, path)
+        rows, left_out = _lake_dossiers(settings, path) if lake else (_source_dossiers(settings), 0)
+        result = report_pass(rows, client, path, left_out=left_out)
     except (ConfigError, ConnectorError, ReportError) as exc:
         typer.echo(f"report failed: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -353,14 +353,12 @@ def _source_dossiers(settings: Settings) -> list[dict]:
     return [row for batch in connector.read(None) for row in batch.records.to_pylist()]
 
 
-def _lake_dossiers(settings: Settings) -> list[dict]:
-    import duckdb
-
+def _lake_dossiers(settings: Settings, state: Path) -> tuple[list[dict], int]:
+    """The lake's canonical dossiers the asset would report, as it reads them."""
+    from hub.portal_report import rows_to_report
     from pipelines.lake import HubLake
 
-    relation = HubLake(home=str(settings.home)).table("dossiers").relation()
-    with duckdb.connect() as con:
-        return con.sql(f"SELECT * FROM {relation}").to_arrow_table().to_pylist()
+    return rows_to_report(HubLake(home=str(settings.home)).table("dossiers").relation(), state)
 
 
 @app.command("sync")

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from dotenv import dotenv_values
 
@@ -52,6 +52,27 @@ class ConfigError(ValueError):
 
 def _env(environ: Mapping[str, str], name: str, default: str = "") -> str:
     return environ.get(name, default).strip()
+
+
+def env_number(environ: Mapping[str, str], name: str, default: Any, *, kind: type = float,
+               low: float | None = None, high: float | None = None) -> Any:
+    """A numeric knob: ``environ[name]`` as ``kind`` (blank or absent: ``default``), within ``low``..``high``
+    where given. Anything else, NaN included, is a ConfigError naming the variable and what it must be."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    what = "an integer" if kind is int else "a number"
+    if low is not None and high is not None:
+        what += f" between {low:g} and {high:g}"
+    elif low is not None:
+        what += f" of at least {low:g}"
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{name} must be {what}, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)

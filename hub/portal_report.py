@@ -44,11 +44,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+import duckdb
+import pyarrow as pa
+
 from connectors.portal import ALREADY_EXISTS, NOT_FOUND, PortalClient, PortalRefusal, WriteOutcomeUnknown
 from schemas import timefmt
 
 log = logging.getLogger(__name__)
 
+_HELD = pa.schema([pa.field("code", pa.string()), pa.field("version", pa.int64())])
 #: Rounds of look-up-and-resend after unknown outcomes before a pass gives up (the state stays exact).
 MAX_ROUNDS = 6
 
@@ -158,6 +162,20 @@ def reported_versions(state_path: Path) -> dict[str, int]:
                 state.db.execute("SELECT code, reported_version FROM dossiers WHERE reported_version IS NOT NULL")}
     finally:
         state.close()
+
+
+def rows_to_report(relation: str, state_path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The rows of ``relation`` (the canonical ``dossiers``, as DuckDB SQL) a pass must look at, as Python
+    rows, and how many were left out because the portal holds their version in full (:func:`report_pass`'s
+    ``left_out``). The leaving out happens in DuckDB: turning a whole table of nested steps into Python
+    rows would cost more than a pass with nothing to send."""
+    held = reported_versions(state_path)
+    with duckdb.connect() as con:
+        con.register("held", pa.table({"code": list(held), "version": list(held.values())}, schema=_HELD))
+        match = "d.dossier_code = h.code AND epoch_ms(d.version) = h.version"
+        left_out = con.execute(f"SELECT count(*) FROM {relation} d JOIN held h ON {match} AND NOT d.deleted").fetchall()[0][0]
+        rows = con.sql(f"SELECT d.* FROM {relation} d ANTI JOIN held h ON {match} ORDER BY d.dossier_code")
+        return rows.to_arrow_table().to_pylist(), left_out
 
 
 def fingerprint(payload: Mapping[str, Any]) -> str:

@@ -30,13 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hub.config import ConfigError, Settings
+from hub.config import ConfigError, Settings, env_number
 from hub.dossiers import FLAGS, applicant_flags, procedure_times, service_measures
-from hub.portal_report import ReportError, report_pass, reported_versions
+from hub.portal_report import ReportError, report_pass, rows_to_report
 from hub.reconcile.golden import write_parquet
 from pipelines.lake import HubLake
 from pipelines.partitions import TIMEZONE
-from pipelines.sources import OWNERS
+from pipelines.sources import OWNERS, elapsed
 from schemas import timefmt
 
 GROUP = "dossiers"
@@ -46,7 +46,6 @@ FLAGGED = dg.AssetKey([GROUP, "applicant_flags"])
 MEASURES = dg.AssetKey([GROUP, "service_measures"])
 TIMES = dg.AssetKey([GROUP, "procedure_times"])
 MIN_RESOLVED = 20
-HELD = pa.schema([pa.field("code", pa.string()), pa.field("version", pa.int64())])
 FILES = {"applicant_flags": "applicant_flags.parquet", "service_measures": "service_measures.parquet",
          "procedure_times": "procedure_times.parquet"}
 
@@ -59,25 +58,8 @@ def state_path(lake: HubLake):
     return lake.root.parent / "portal" / "state.sqlite"
 
 
-def _number(name: str, default: float) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {text!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {text!r}")
-    return value
-
-
 def _dossiers_relation(lake: HubLake) -> str:
     return lake.table("dossiers").relation()
-
-
-def _seconds(started: float) -> dg.MetadataValue:
-    return dg.MetadataValue.float(round(time.monotonic() - started, 3))
 
 
 def _markdown(table: pa.Table, limit: int = 40) -> dg.MetadataValue:
@@ -108,16 +90,7 @@ def portal_report(context: dg.AssetExecutionContext, lake: HubLake) -> dg.Materi
         client = PortalClient.from_settings(Settings.from_env(), os.environ)
     except ConfigError as exc:
         raise dg.Failure(str(exc)) from None
-    # Rows whose version the portal already holds in full are left out before they are read: turning a
-    # whole table of nested steps into Python rows would cost more than the pass itself.
-    held = reported_versions(state_path(lake))
-    with duckdb.connect() as con:
-        con.register("held", pa.table({"code": list(held), "version": list(held.values())}, schema=HELD))
-        relation = _dossiers_relation(lake)
-        left_out = con.execute(f"SELECT count(*) FROM {relation} d JOIN held h ON d.dossier_code = h.code "
-                               "AND epoch_ms(d.version) = h.version AND NOT d.deleted").fetchall()[0][0]
-        rows = con.sql(f"SELECT d.* FROM {relation} d ANTI JOIN held h ON d.dossier_code = h.code "
-                       "AND epoch_ms(d.version) = h.version ORDER BY d.dossier_code").to_arrow_table().to_pylist()
+    rows, left_out = rows_to_report(_dossiers_relation(lake), state_path(lake))
     try:
         result = report_pass(rows, client, state_path(lake), left_out=left_out)
     except ReportError as exc:
@@ -151,7 +124,7 @@ def applicant_flags_asset(context: dg.AssetExecutionContext, lake: HubLake) -> d
         "flagged": dg.MetadataValue.int(flags.num_rows),
         "flagged_share": dg.MetadataValue.float(flags.num_rows / max(checked, 1)),
         **{f"flag/{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
-        "seconds": _seconds(started),
+        "seconds": elapsed(started),
         "path": dg.MetadataValue.path(str(output(lake, "applicant_flags"))),
     })
 
@@ -178,7 +151,7 @@ def service_measures_asset(context: dg.AssetExecutionContext, lake: HubLake) -> 
                                                        else dg.MetadataValue.int(int(value)))
     metadata["table"] = _markdown(measures.filter(pc.equal(measures["month"], month)) if measures.num_rows
                                   else measures)
-    metadata["seconds"] = _seconds(started)
+    metadata["seconds"] = elapsed(started)
     metadata["path"] = dg.MetadataValue.path(str(output(lake, "service_measures")))
     return dg.MaterializeResult(metadata=metadata)
 
@@ -193,7 +166,7 @@ def procedure_times_asset(context: dg.AssetExecutionContext, lake: HubLake) -> d
     return dg.MaterializeResult(metadata={
         "rows": dg.MetadataValue.int(times.num_rows),
         "table": _markdown(times),
-        "seconds": _seconds(started),
+        "seconds": elapsed(started),
         "path": dg.MetadataValue.path(str(output(lake, "procedure_times"))),
     })
 
@@ -202,7 +175,7 @@ def procedure_times_asset(context: dg.AssetExecutionContext, lake: HubLake) -> d
                 description="Every system of HUB_ONESTOP_URLS has a dossier changed within HUB_ONESTOP_SILENT_HOURS "
                             "(default 24).")
 def systems_reporting(lake: HubLake) -> dg.AssetCheckResult:
-    hours = _number("HUB_ONESTOP_SILENT_HOURS", 24.0)
+    hours = env_number(os.environ, "HUB_ONESTOP_SILENT_HOURS", 24.0, low=0)
     configured = [name for name, _ in Settings.from_env().onestop_urls]
     with duckdb.connect() as con:
         latest = dict(con.execute(f"SELECT system, max(updated_at) FROM {_dossiers_relation(lake)} GROUP BY ALL").fetchall())
@@ -226,7 +199,7 @@ def systems_reporting(lake: HubLake) -> dg.AssetCheckResult:
                 description="No agency's share of late dossiers this month exceeds the mean of its three months before "
                             "by more than HUB_DOSSIERS_LATE_JUMP (default 0.15).")
 def late_share_jump(lake: HubLake) -> dg.AssetCheckResult:
-    jump = _number("HUB_DOSSIERS_LATE_JUMP", 0.15)
+    jump = env_number(os.environ, "HUB_DOSSIERS_LATE_JUMP", 0.15, low=0)
     target = output(lake, "service_measures")
     if not target.exists():
         return dg.AssetCheckResult(passed=False, description=f"{target} has not been built yet")

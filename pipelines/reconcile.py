@@ -29,13 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hub.config import ConfigError
+from hub.config import env_number
 from hub.reconcile.conflicts import KINDS, detect_conflicts, merge_history, open_counts
 from hub.reconcile.golden import build_golden_enterprises, build_golden_persons, write_parquet
 from hub.reconcile.link import Thresholds, review_queue, run_linkage
 from pipelines.lake import HubLake
 from pipelines.partitions import TIMEZONE
-from pipelines.sources import OWNERS
+from pipelines.sources import OWNERS, elapsed
 
 GROUP = "reconciled"
 POOL = "reconcile"
@@ -53,16 +53,7 @@ FILES = {"links": "links.parquet", "review_queue": "review_queue.parquet", "gold
 
 def limit(name: str, default: float) -> float:
     """A share in [0, 1] from ``name``, else ``default``; anything else is a ConfigError naming it."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number between 0 and 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be a number between 0 and 1, got {text!r}")
-    return value
+    return env_number(os.environ, name, default, low=0.0, high=1.0)
 
 
 def path(lake: HubLake, name: str):
@@ -103,10 +94,6 @@ def link_rates(links: pa.Table) -> dict[str, float]:
     return rates
 
 
-def _seconds(started: float) -> dg.MetadataValue:
-    return dg.MetadataValue.float(round(time.monotonic() - started, 3))
-
-
 def _asset(key: dg.AssetKey, description: str, deps: list, kinds: set[str] | None = None):
     return dg.asset(key=key, group_name=GROUP, description=description, deps=deps, owners=OWNERS,
                     kinds=kinds or {"parquet", "duckdb"}, pool=POOL)
@@ -135,7 +122,7 @@ def links(context: dg.AssetExecutionContext, lake: HubLake) -> dg.MaterializeRes
         "candidate_pairs": dg.MetadataValue.int(result.pairs),
         "match_threshold": dg.MetadataValue.float(result.thresholds.match),
         "review_threshold": dg.MetadataValue.float(result.thresholds.review),
-        "seconds": _seconds(started),
+        "seconds": elapsed(started),
         "path": dg.MetadataValue.path(str(path(lake, "links"))),
     })
 
@@ -154,7 +141,7 @@ def review(context: dg.AssetExecutionContext, lake: HubLake) -> dg.MaterializeRe
         "rows": dg.MetadataValue.int(queue.num_rows),
         "review_share": dg.MetadataValue.float(queue.num_rows / max(all_links.num_rows, 1)),
         **{f"review/{k}": dg.MetadataValue.int(v) for k, v in sorted(by_role.items())},
-        "seconds": _seconds(started),
+        "seconds": elapsed(started),
         "path": dg.MetadataValue.path(str(path(lake, "review_queue"))),
     })
 
@@ -178,7 +165,7 @@ def golden_persons(context: dg.AssetExecutionContext, lake: HubLake) -> dg.Mater
         "versions": dg.MetadataValue.int(built.versions),
         "asserted_by_events": dg.MetadataValue.int(int(pc.sum(pc.invert(built.fields["golden"])).as_py() or 0)),
         **{f"status_{k}": dg.MetadataValue.int(v) for k, v in status.items()},
-        "seconds": _seconds(started),
+        "seconds": elapsed(started),
         "path": dg.MetadataValue.path(str(path(lake, "golden_persons"))),
         "fields_path": dg.MetadataValue.path(str(path(lake, "golden_person_fields"))),
     })
@@ -202,7 +189,7 @@ def golden_enterprises(context: dg.AssetExecutionContext, lake: HubLake) -> dg.M
         "versions": dg.MetadataValue.int(built.versions),
         "representatives": dg.MetadataValue.int(len(reps)),
         "representatives_linked": dg.MetadataValue.int(linked),
-        "seconds": _seconds(started),
+        "seconds": elapsed(started),
         "path": dg.MetadataValue.path(str(path(lake, "golden_enterprises"))),
         "fields_path": dg.MetadataValue.path(str(path(lake, "golden_enterprise_fields"))),
     })
@@ -233,7 +220,7 @@ def conflicts(context: dg.AssetExecutionContext, lake: HubLake) -> dg.Materializ
         "resolved": dg.MetadataValue.int(resolved),
         "conflict_rate": dg.MetadataValue.float(opened / max(subjects, 1)),
         **{f"open/{kind}": dg.MetadataValue.int(counts.get(kind, 0)) for kind in KINDS},
-        "seconds": _seconds(started),
+        "seconds": elapsed(started),
         "path": dg.MetadataValue.path(str(target)),
     })
 

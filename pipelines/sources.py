@@ -42,6 +42,11 @@ OWNERS = ["team:integration"]
 RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
+def elapsed(started: float) -> dg.MetadataValue:
+    """Seconds since ``started`` (``time.monotonic()``), as the ``seconds`` metadata every asset reports."""
+    return dg.MetadataValue.float(round(time.monotonic() - started, 3))
+
+
 def _metadata(results: list[LandResult], new_bytes: int, started: float, cursor: Any, path: str) -> dict:
     fetched = sum(r.fetched for r in results)
     quarantined = sum(r.quarantined for r in results)

@@ -164,5 +164,9 @@ def test_hub_report_portal_runs_the_same_pass_from_a_shell(synced) -> None:
     # The asset shares its state: it finds nothing left to send.
     meta = materialized(run_job(home, "dossiers"))["portal/report"]
     assert meta["write_calls"].value == 0 and meta["dossiers_unchanged"].value == len(sb.sandbox.dvcqg.dossiers())
+    # The lake's dossiers, read as the asset reads them: every version is on the portal already.
+    from_lake = subprocess.run([*HUB, "report", "portal", "--lake"], env=env, capture_output=True, text=True, timeout=300)
+    assert from_lake.returncode == 0, from_lake.stderr
+    assert "0 new, 0 updated" in from_lake.stdout
     listed = subprocess.run([*HUB, "report", "portal", "--refused"], env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and listed.stdout == ""

@@ -73,7 +73,7 @@ import pyarrow.parquet as pq
 from rapidfuzz import process
 from rapidfuzz.distance import JaroWinkler
 
-from hub.config import ConfigError, load_config_file
+from hub.config import ConfigError, env_number, load_config_file
 from hub.reconcile.normalize import name_key, name_parts, split_name, unit_key_column
 
 # ---------------------------------------------------------------------------------------------
@@ -158,21 +158,8 @@ class Thresholds:
             env = {**load_config_file(os.environ), **os.environ}
         else:
             env = dict(environ)
-        return cls(match=_probability(env, "HUB_LINK_MATCH_THRESHOLD", DEFAULT_MATCH_THRESHOLD),
-                   review=_probability(env, "HUB_LINK_REVIEW_THRESHOLD", DEFAULT_REVIEW_THRESHOLD))
-
-
-def _probability(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number between 0 and 1, got {text!r}") from None
-    if not (0.0 <= value <= 1.0) or value != value:
-        raise ConfigError(f"{name} must be a number between 0 and 1, got {text!r}")
-    return value
+        return cls(match=env_number(env, "HUB_LINK_MATCH_THRESHOLD", DEFAULT_MATCH_THRESHOLD, low=0.0, high=1.0),
+                   review=env_number(env, "HUB_LINK_REVIEW_THRESHOLD", DEFAULT_REVIEW_THRESHOLD, low=0.0, high=1.0))
 
 
 # ---------------------------------------------------------------------------------------------
