@@ -4,9 +4,10 @@ Why: in the serving process, sealing each entry into the chain (canonical JSON, 
 lock) and the group-commit flusher thread, which competes with the event loop for the interpreter
 lock, cost about 12 µs per lookup, a third of the direct path's ``GET /v1/citizens/{id}``
 (``bench/lookup.py``). :class:`AuditLogProcess` keeps in the serving process only what must be there:
-it numbers an entry, renders its members as JSON (about 1 µs) and queues it; the entries queued on
-an event loop go to a child process in one pipe write per ``flush_interval`` (outside a loop, and
-for a durable append, at once). The child (``python -m hub.audit_writer``) runs an ordinary
+it numbers an entry and queues its values (a tuple); the entries queued on an event loop are
+rendered as one JSON line (one orjson call for the batch, a fraction of rendering each entry) and
+go to a child process in one pipe write per ``flush_interval`` (outside a loop, and for a durable
+append, at once). The child (``python -m hub.audit_writer``) runs an ordinary
 :class:`hub.audit_log.AuditLog` on the directory (the same lines, hashes, checkpoints, crash
 recovery and writer lock) in an interpreter of its own, commits in groups from its one thread (no
 flusher thread to compete with), and reports each commit back.
@@ -57,7 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from hub.audit_log import (DEFAULT_FLUSH_INTERVAL, DEFAULT_SEGMENT_BYTES, DETAIL_MAX, AuditEntry, AuditLog,
                            AuditLogBusy, AuditLogCorrupt, AuditLogError, AuditLogFailed, AuditSettings, _iso, _scrub,
-                           _write_all, cut_detail, request_record, utc_moment)
+                           _write_all, cut_detail, utc_moment)
 from hub.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class AuditLogProcess:
         self._lock = threading.Lock()  # numbering, the queue, the reported state
         self._send_lock = threading.Lock()  # the pipe: batches go in the order they were numbered
         self._changed = threading.Condition(self._lock)
-        self._queue: list[bytes] = []
+        self._queue: list[tuple] = []  # entries numbered and not sent yet, in order
         self._scheduled: AbstractEventLoop | None = None  # the loop a send is scheduled on
         self._durable = 0
         self._done: set[int] = set()
@@ -125,7 +126,7 @@ class AuditLogProcess:
             self._abandon()
             message = (ready or {}).get("error") or f"the audit writer process for {self.directory} exited at start"
             raise _ERRORS.get((ready or {}).get("kind"), AuditLogError)(message)
-        self._seq = self._durable = ready["ready"]
+        self._seq = self._sent = self._durable = ready["ready"]
         self._public_key = serialization.load_pem_public_key(ready["public_key"].encode("ascii"))
         self._reader = threading.Thread(target=self._read_reports, name="audit-writer-reports", daemon=True)
         self._reader.start()
@@ -161,37 +162,31 @@ class AuditLogProcess:
 
     def append(self, entry: AuditEntry, *, durable: bool = False) -> int:
         """:meth:`AuditLog.append`: queue ``entry``; its sequence number."""
-        return self._enqueue(_members(entry.to_record()), durable)
+        return self._enqueue((entry.at, entry.client_id, entry.agency_code, entry.purpose, entry.method, entry.path,
+                              entry.asked, entry.fields, entry.record_keys, entry.outcome, entry.detail), durable)
 
     def append_request(self, *, at: datetime, client_id: str, agency_code: str, purpose: str | None, method: str,
                        path: str, asked: list[str], fields: list[str], record_keys: list[str], outcome: int,
                        detail: str = "", durable: bool = False) -> int:
-        """:meth:`AuditLog.append_request`: the same entry as ``append(AuditEntry(...))``, its members
-        rendered in one orjson call (``at`` as a UTC datetime, ``OPT_UTC_Z``) without building the
-        record (:func:`hub.audit_log.request_record`) first: this is once per lookup."""
+        """:meth:`AuditLog.append_request`: the same entry as ``append(AuditEntry(...))``, without
+        making the entry: this is once per lookup. Its values are queued as they are and rendered
+        with the rest of the batch when it is sent (one orjson call for the batch), so the lists
+        must not change after this returns (the caller's are made for the request)."""
         if at.tzinfo is not UTC:
             at = utc_moment(at)
         if len(detail) > DETAIL_MAX:
             detail = cut_detail(detail)
-        try:
-            members = orjson.dumps({"at": at, "client_id": client_id, "agency_code": agency_code, "purpose": purpose,
-                                    "method": method, "path": path, "asked": asked, "fields": fields,
-                                    "record_keys": record_keys, "outcome": outcome, "detail": detail}, option=_UTC_Z)
-        except orjson.JSONEncodeError:  # a lone surrogate: escaped as the log escapes it, the slow way
-            members = _members(request_record(at, client_id, agency_code, purpose, method, path, asked, fields,
-                                              record_keys, outcome, detail, render_at=False))
-        return self._enqueue(members, durable)
+        return self._enqueue((at, client_id, agency_code, purpose, method, path, asked, fields, record_keys,
+                              outcome, detail), durable)
 
-    def _enqueue(self, members: bytes, durable: bool) -> int:
-        """Number the entry whose members (a JSON object) are ``members`` and queue its line."""
+    def _enqueue(self, values: tuple, durable: bool) -> int:
+        """Number the entry whose members, in :data:`ENTRY_MEMBERS` order, are ``values`` and queue it."""
         durable = durable or self._every_append_durable
         with self._lock:
             if self._failure is not None or self._closing:  # closed or ended imply one of the two
                 self._raise_if_unusable()
-            seq = self._seq + 1
-            # checked by the child against the number the chain gives it
-            self._queue.append(b'{"seq":%d,%b\n' % (seq, memoryview(members)[1:]))
-            self._seq = seq
+            self._queue.append(values)
+            seq = self._seq = self._seq + 1
             now = durable
             if not now:
                 loop = _get_running_loop()
@@ -207,17 +202,22 @@ class AuditLogProcess:
         return seq
 
     def _send(self, commands: list[bytes] | None = None) -> None:
-        """Write the queued entries (then ``commands``) to the child in one write."""
+        """Render the queued entries as one line, and write it (then ``commands``) to the child in one write."""
         with self._send_lock:
             with self._lock:
                 batch, self._queue, self._scheduled = self._queue, [], None
-            batch.extend(commands or ())
-            if not batch or self._input_closed:  # closed: everything numbered went before (see close)
+                first, self._sent = self._sent + 1, self._sent + len(batch)
+            if self._input_closed:  # closed: everything numbered went before (see close)
                 return
             try:
-                _write_all(self._in, b"".join(batch))
+                chunks = [_batch_line(first, batch)] if batch else []
+                chunks.extend(commands or ())
+                if chunks:
+                    _write_all(self._in, b"".join(chunks))
             except OSError as exc:
                 self._fail(AuditLogFailed(f"the audit writer process cannot be reached: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - an entry that cannot be rendered: fail closed
+                self._fail(AuditLogFailed(f"an audit entry could not be rendered: {exc!r}"))
 
     def wait_durable(self, seq: int) -> None:
         """Block until the child reported entry ``seq`` on disk."""
@@ -334,12 +334,20 @@ class AuditLogProcess:
             self._child.wait()
 
 
-def _members(record: dict[str, object]) -> bytes:
-    """An entry's members as the child reads them (without ``seq``); ``at`` may be a UTC datetime (``…Z``)."""
+#: The members of an entry, in the order the serving process sends their values (the line's members
+#: are written sorted: :func:`hub.audit_log._canonical`).
+ENTRY_MEMBERS = ("at", "client_id", "agency_code", "purpose", "method", "path", "asked", "fields", "record_keys",
+                 "outcome", "detail")
+
+
+def _batch_line(first: int, batch: list[tuple]) -> bytes:
+    """The line that hands ``batch`` (the values of entries ``first``, ``first + 1``, …) to the child;
+    ``at`` is a UTC datetime (``…Z``)."""
     try:
-        return orjson.dumps(record, option=_UTC_Z)
+        return orjson.dumps({"first": first, "entries": batch}, option=_UTC_Z) + b"\n"
     except orjson.JSONEncodeError:  # a lone surrogate: escaped as the log's canonical JSON escapes it
-        return orjson.dumps(_scrub(record), option=_UTC_Z)
+        return orjson.dumps({"first": first, "entries": [_scrub(list(values)) for values in batch]},
+                            option=_UTC_Z) + b"\n"
 
 
 def _at_text(text: str) -> str:
@@ -444,12 +452,13 @@ def _serve_log(audit: AuditLog, lines: _Lines, flush_interval: float) -> None:
         commit = False
         for item in items:
             if isinstance(item, dict):
-                expected = item.pop("seq")
-                if expected != audit.last_seq + 1:
-                    raise AuditLogFailed(f"entry numbered {expected} by the serving process, but the chain is at "
-                                         f"seq {audit.last_seq}")
-                item["at"] = _at_text(item["at"])
-                audit.append_record(item)  # with flush_interval 0 the log commits it at once
+                if item["first"] != audit.last_seq + 1:
+                    raise AuditLogFailed(f"entries numbered from {item['first']} by the serving process, but the "
+                                         f"chain is at seq {audit.last_seq}")
+                for values in item["entries"]:
+                    record = dict(zip(ENTRY_MEMBERS, values))
+                    record["at"] = _at_text(record["at"])
+                    audit.append_record(record)  # with flush_interval 0 the log commits it at once
                 waiting = bool(flush_interval)
                 continue
             command, number = item

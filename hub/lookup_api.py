@@ -536,8 +536,7 @@ def _identifier_problem(error: ValidationError) -> tuple[str, str] | None:
 # --- the service ------------------------------------------------------------------------------------
 
 def _project(rows: RowTable, values: list[Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    position = rows.position
-    return {name: values[position[name]] for name in fields}
+    return rows.projector(fields)(values)
 
 
 def _matched_record(context: AuditContext, copy, personal_id: str, name: str, birth, fields) -> dict[str, Any]:
@@ -548,8 +547,7 @@ def _matched_record(context: AuditContext, copy, personal_id: str, name: str, bi
         context.detail = why
         raise RequestRefused(404, "not_found", "no citizen matches this personal ID, name and date of birth")
     context.fields, context.record_keys = list(fields), [personal_id]
-    position = copy.rows.position
-    return {f: values[position[f]] for f in fields}
+    return copy.rows.projector(fields)(values)
 
 
 def _citizen_values(copy: DatasetCopy, personal_id: str, name: str,
@@ -560,11 +558,14 @@ def _citizen_values(copy: DatasetCopy, personal_id: str, name: str,
     if index is None:
         return None, "no record with this personal ID"
     values = copy.rows.values(index)
-    p = copy.rows.position
-    names = (values[p["family_name"]], values[p["middle_name"]], values[p["given_name"]])
-    if not identity_matches(names, values[p["birth_date"]], values[p["birth_year"]], name, birth):
+    family, middle, given, birth_date, birth_year = copy.rows.picker(_IDENTITY)(values)
+    if not identity_matches((family, middle, given), birth_date, birth_year, name, birth):
         return None, "name or date of birth does not match"
     return values, ""
+
+
+#: The citizen columns the 037 rule reads.
+_IDENTITY = ("family_name", "middle_name", "given_name", "birth_date", "birth_year")
 
 
 def _event_subject_matches(rows: RowTable, values: list[Any], role: int, name: str, birth: BirthQuery) -> bool:

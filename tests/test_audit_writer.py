@@ -27,7 +27,7 @@ PLUS7 = timezone(timedelta(hours=7))
 
 def entries() -> list[AuditEntry]:
     """Answers and refusals, with what an entry normalises: other zones, a whole second (orjson writes
-    no fraction then), a long detail, a string that is not valid Unicode."""
+    no fraction then), a long detail, strings that are not valid Unicode (one alone, one in a batch)."""
     made = []
     for i in range(1500):
         at = datetime(2026, 5, 4, 1, 30, tzinfo=UTC) + timedelta(milliseconds=37 * i)
@@ -36,7 +36,7 @@ def entries() -> list[AuditEntry]:
         if i % 5 == 0:
             at = at.astimezone(PLUS7)
         refused = i % 17 == 0
-        key = f"0010900{i % 250:05d}"
+        key = f"0010900{i % 250:05d}" + ("\udc80" if i == 700 else "")  # one in the batches sent on a loop
         made.append(AuditEntry(at=at, client_id=f"client-{i % 4}", agency_code="H31.22",
                                purpose=None if refused else f"1.00{i % 10}", method="GET",
                                path="/v1/citizens/{personal_id}", outcome=403 if refused else 200, asked=[key],

@@ -893,14 +893,13 @@ def test_row_table_reads_rows_across_arrow_chunks() -> None:
     assert table.find("c") == 2 and table.find("d") is None and table.find("cc") is None
 
 
-def test_row_table_searches_digit_keys_by_value_in_two_levels() -> None:
+def test_row_table_finds_digit_keys_by_hashing_their_values() -> None:
     rng = np.random.default_rng(7)
     numbers = np.unique(rng.integers(10**11, 10**12, 5000))
     keys = np.array([f"{n:012d}" for n in numbers])
     table = RowTable(("key",), pa.chunked_array([pa.array([f'["{k}"]' for k in keys])]), keys)
-    assert table._int_keys is not None  # the two-level search over int64 values is the one exercised
-    for i in (0, 1, 63, 64, 65, len(keys) // 2, len(keys) - 2, len(keys) - 1):
-        assert table.find(str(keys[i])) == i
+    assert table._int_keys is not None  # the hash index over int64 values is the one exercised
+    assert [table.find(str(k)) for k in keys] == list(range(len(keys)))
     for probe in rng.integers(10**11, 10**12, 2000):
         text = f"{probe:012d}"
         low = int(np.searchsorted(keys, text))
@@ -909,6 +908,8 @@ def test_row_table_searches_digit_keys_by_value_in_two_levels() -> None:
     for absent in ("0" * 12, "9" * 12, first[:-1], first + "0", " " + first[1:], first[:-1] + "\uff11",
                    first[:-1] + "\u0661", "", "+" + first[1:]):
         assert table.find(absent) is None, absent
+    single = RowTable(("key",), pa.chunked_array([pa.array(['["a"]'])]), np.array(["031090012345"]))
+    assert single.find("031090012345") == 0 and single.find("031090012346") is None
     mixed = np.array(["031090012345", "0310900123AB"])  # not all digits: searched as text
     text_table = RowTable(("key",), pa.chunked_array([pa.array(['["a"]', '["b"]'])]), mixed)
     assert text_table._int_keys is None and text_table.find("0310900123AB") == 1
