@@ -50,6 +50,7 @@ from asyncio import AbstractEventLoop
 from asyncio import _get_running_loop  # the loop of this thread or None, without raising
 from datetime import UTC, datetime
 from pathlib import Path
+from threading import get_ident
 from typing import Mapping
 
 import orjson
@@ -95,6 +96,7 @@ class AuditLogProcess:
         self._changed = threading.Condition(self._lock)
         self._queue: list[tuple] = []  # entries numbered and not sent yet, in order
         self._scheduled: AbstractEventLoop | None = None  # the loop a send is scheduled on
+        self._scheduled_by = 0  # the thread that runs it
         self._durable = 0
         self._done: set[int] = set()
         self._requests = 0
@@ -188,12 +190,16 @@ class AuditLogProcess:
             self._queue.append(values)
             seq = self._seq = self._seq + 1
             now = durable
-            if not now:
+            scheduled = self._scheduled
+            # the usual case, decided without asking for the running loop (that costs a getpid system
+            # call each time): a send is pending on the loop this thread is running, which is then
+            # the loop of this call (a thread runs one loop at a time)
+            if not now and (scheduled is None or self._scheduled_by != get_ident() or not scheduled.is_running()):
                 loop = _get_running_loop()
-                if loop is None or (self._scheduled is not None and self._scheduled is not loop):
+                if loop is None or (scheduled is not None and scheduled is not loop):
                     now = True  # no loop (a thread, a script), or another loop's send pending: send it all now
-                elif self._scheduled is None:
-                    self._scheduled = loop
+                elif scheduled is None:
+                    self._scheduled, self._scheduled_by = loop, get_ident()
                     loop.call_later(self._send_delay, self._send)
         if now:
             self._send([b'["sync",%d]\n' % seq] if durable else [])

@@ -1105,7 +1105,6 @@ def app_from_settings(settings: Any, environ: Mapping[str, str] | None = None) -
 
 def serve(settings: Any, host: str = "127.0.0.1", port: int = 8800) -> None:
     """Run the service in the foreground with one uvicorn worker (the hub's CLI: ``hub api``)."""
-    import uvicorn
+    from hub.http_serving import serve as run
 
-    uvicorn.run(app_from_settings(settings), host=host, port=port, loop="uvloop", http="httptools",
-                access_log=False, lifespan="off", timeout_keep_alive=30)
+    run(app_from_settings(settings), host, port)

@@ -1,4 +1,5 @@
-"""Running the sandbox's ASGI app with uvicorn: in the foreground (CLI) or in a thread (tests, demo)."""
+"""Running the sandbox's ASGI app with uvicorn (:func:`hub.http_serving.server_for`): in the foreground
+(CLI) or in a thread (tests, demo)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-import uvicorn
+from hub.http_serving import server_for
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -20,22 +21,6 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     sock.bind((host, port))
     sock.listen(2048)
     return sock
-
-
-def tune_gc() -> None:
-    """Keep the collector off the hot path: a page render allocates tens of thousands of short-lived
-    objects, and the default thresholds make it scan the (large, static) generated province again and
-    again. Freezing what exists now moves the province out of every future collection."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-
-
-def server_for(app, log_level: str = "warning") -> uvicorn.Server:
-    tune_gc()
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, loop="uvloop", http="httptools",
-                            timeout_keep_alive=30, lifespan="off")
-    return uvicorn.Server(config)
 
 
 @contextmanager

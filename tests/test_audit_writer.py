@@ -107,6 +107,23 @@ def test_append_request_keeps_an_entry_s_rules_byte_for_byte(tmp_path: Path):
     assert verify(tmp_path / "process", KEY.public_key()).ok
 
 
+def test_a_send_left_pending_by_a_loop_that_ended_is_not_waited_for(tmp_path: Path):
+    """Entries queued on a loop that ended before its send went out (``asyncio.run`` returned) are sent
+    with the next append, also from another loop of the same thread; none waits for the dead loop."""
+    made = entries()[:2]
+    with AuditLogProcess(tmp_path / "a", KEY, send_delay=3600) as log:
+        async def append(entry: AuditEntry) -> int:
+            return log.append(entry)
+
+        assert asyncio.run(append(made[0])) == 1  # its send was scheduled an hour ahead on that loop
+        assert asyncio.run(append(made[1])) == 2  # a new loop in the same thread: sent now, the first too
+        waiter = threading.Thread(target=log.wait_durable, args=(2,), daemon=True)
+        waiter.start()
+        waiter.join(timeout=30)
+        assert not waiter.is_alive(), "entries queued on an ended loop were never sent"
+    assert [orjson.loads(line)["seq"] for line in segment_bytes(tmp_path / "a")[0].splitlines()] == [1, 2]
+
+
 def test_durable_appends_flush_and_checkpoint_wait_for_the_disk(tmp_path: Path):
     with AuditLogProcess(tmp_path / "log", KEY, flush_interval=3600) as log:  # nothing committed on its own
         first = log.append(entries()[0])

@@ -417,7 +417,6 @@ def app_from_settings(environ: Mapping[str, str] | None = None) -> Starlette:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8900) -> None:
-    import uvicorn
+    from hub.http_serving import serve as run
 
-    uvicorn.run(app_from_settings(), host=host, port=port, loop="uvloop", http="httptools", access_log=False,
-                lifespan="off", timeout_keep_alive=30)
+    run(app_from_settings(), host, port)
