@@ -366,11 +366,19 @@ def test_same_seed_same_bytes_and_truth_other_seed_differs(sandbox_factory) -> N
 
 # -- record faults --------------------------------------------------------------------------------
 
+def current_day(sb: RunningSandbox) -> str:
+    """The day a record updated now is listed under (the server's clock, never before ``as_of``)."""
+    return max(datetime.fromtimestamp(sb.sandbox.residents.as_of, VN_TZ), datetime.now(VN_TZ)).strftime("%d/%m/%Y")
+
+
 def sweep(client: Civil, sb: RunningSandbox, module: str, size: int) -> dict[int, str]:
-    """A careful client: reads every day up to today, re-reads a day whose total moved under it,
-    dedupes on (module, id, ngayCapNhat) and keeps each record's latest change."""
+    """A careful client: reads every day of the window, the server's current day last, re-reads a
+    day whose total moved under it, dedupes on (module, id, ngayCapNhat) and keeps each record's
+    latest change. A record updated while it pages joins the end of the current day's list: read
+    last, that day sees every such update (one made while it is paged moves its total)."""
     latest: dict[int, str] = {}
-    for day in window_days(sb):
+
+    def read(day: str) -> None:
         trang, total = 1, None
         while True:
             data = client.page(module, day, trang, size)
@@ -384,9 +392,18 @@ def sweep(client: Civil, sb: RunningSandbox, module: str, size: int) -> dict[int
                 if known is None or datetime.strptime(moment, MOMENT) > datetime.strptime(known, MOMENT):
                     latest[entry["id"]] = moment
             if trang * size >= total:
-                break
+                return
             trang += 1
-    return latest
+
+    today = current_day(sb)
+    for day in window_days(sb):
+        if day != today:
+            read(day)
+    while True:  # past midnight meanwhile: the new current day too
+        read(today)
+        if (now := current_day(sb)) == today:
+            return latest
+        today = now
 
 
 def test_a_resuming_client_survives_duplicates_and_concurrent_updates(sandbox_factory) -> None:
