@@ -6,7 +6,6 @@ serves as ``bench/lookup.py`` measures it."""
 from __future__ import annotations
 
 import gc
-import socket
 from typing import Any
 
 import uvicorn
@@ -30,7 +29,6 @@ def server_for(app: Any, log_level: str = "warning", **options: Any) -> uvicorn.
     return uvicorn.Server(config)
 
 
-def serve(app: Any, host: str, port: int, sock: socket.socket | None = None) -> None:
-    """Serve ``app`` in the foreground until interrupted."""
-    server = server_for(app, log_level="info", host=host, port=port)
-    server.run(sockets=[sock] if sock is not None else None)
+def serve(app: Any, host: str, port: int) -> None:
+    """Serve ``app`` on ``host``:``port`` in the foreground until interrupted."""
+    server_for(app, log_level="info", host=host, port=port).run()
