@@ -187,17 +187,15 @@ class AuditEntry:
 
 def request_record(at: datetime, client_id: str, agency_code: str, purpose: str | None, method: str, path: str,
                    asked: list[str], fields: list[str], record_keys: list[str], outcome: int,
-                   detail: str = "", render_at: bool = True) -> dict[str, object]:
+                   detail: str = "") -> dict[str, object]:
     """:meth:`AuditEntry.to_record` of the entry with these fields, without making the entry (the
     lookup API's hot path): ``at`` must be aware and is kept in UTC, ``detail`` is cut at
-    :data:`DETAIL_MAX`; the lists must already be lists of strings, and are not copied. With
-    ``render_at`` false, ``at`` stays the UTC datetime, for a caller that renders it with orjson
-    (``OPT_UTC_Z``, a third of the cost; :mod:`hub.audit_writer`)."""
+    :data:`DETAIL_MAX`; the lists must already be lists of strings, and are not copied."""
     if at.tzinfo is not UTC:
         at = utc_moment(at)
     if len(detail) > DETAIL_MAX:
         detail = cut_detail(detail)
-    return {"at": _iso(at) if render_at else at, "client_id": client_id, "agency_code": agency_code, "purpose": purpose,
+    return {"at": _iso(at), "client_id": client_id, "agency_code": agency_code, "purpose": purpose,
             "method": method, "path": path, "asked": asked, "fields": fields, "record_keys": record_keys,
             "outcome": outcome, "detail": detail}
 
