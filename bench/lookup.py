@@ -10,13 +10,16 @@ served by one uvicorn worker in its own process while a load generator in this p
 - ``lookup, audit on``: the same with the real audit log (hash chain, group commit), written by its
   own process (:class:`hub.audit_writer.AuditLogProcess`) as ``hub api serve`` writes it.
 The three servers run at once. Each target is measured at its maximum (every connection sends its
-next request as soon as the answer arrives) ``--rounds`` times, the targets in turn, keeping its best
-round, then at half the throughput of that round (requests on a fixed schedule, latency counted from
-when each was due), the load at which the p99 latency is judged. At the maximum, the
-server's CPU time per request is counted too (``/proc``; with audit on, the writer process's apart):
-on a shared machine, or when the load generator rather than the server is the bottleneck, req/s
-shares mislead, and the CPU ratio ``constant / lookup`` is what the share would be with the server
-saturated.
+next request as soon as the answer arrives) in one-second slices, the three targets in turn and in a
+rotating order, ``--seconds`` slices of each per round and ``--rounds`` rounds: a lookup's share of
+the constant is judged slice by slice against the constant measured within the same three seconds,
+and the median of those shares is the figure (with its range), so that the shared machine's load,
+which comes and goes over seconds, falls on all three alike. Each target is then measured at half
+its maximum throughput (requests on a fixed schedule, latency counted from when each was due), the
+load at which the p99 latency is judged. At the maximum, the server's CPU time per request is
+counted too (``/proc``; with audit on, the writer process's apart): when the load generator rather
+than the server is the bottleneck, req/s shares mislead, and the CPU ratio ``constant / lookup`` is
+what the share would be with the server saturated.
 Also timed in-process: one lookup in the serving store, and one point query in DuckDB for contrast.
 Prints a table and ends with one JSON line of the figures.
 """
@@ -27,12 +30,13 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import uvloop
@@ -46,6 +50,8 @@ FAMILY = ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Đặng", "B�
 MIDDLE = ("Văn", "Thị", "Đức", "Ngọc", "Minh", "Quang", "Thanh", "Hữu")
 GIVEN = ("An", "Bình", "Cường", "Dũng", "Hoà", "Hùng", "Lan", "Mai", "Nam", "Đạt", "Thảo")
 PURPOSE = "1.001234"
+#: One slice of a pass at the maximum load, and the part of it before counting starts (new connections).
+SLICE_SECONDS, SLICE_WARMUP = 1.0, 0.2
 
 
 def _pick(values: tuple[str, ...], i: int, salt: int) -> str:
@@ -216,11 +222,21 @@ async def _connection(host: str, port: int, lines: list[bytes], offset: int, dea
         writer.close()
 
 
+class Sample(NamedTuple):
+    """What one load run saw: every request's latency (seconds), the failed answers' statuses, how
+    long it ran, and the CPU seconds each watched process spent meanwhile."""
+
+    latencies: list[float]
+    errors: list[int]
+    elapsed: float
+    cpu: dict[str, float]
+
+
 def load(base: str, lines: list[bytes], connections: int, seconds: float, rate: float | None = None,
-         pids: dict[str, int | None] | None = None) -> dict[str, float]:
-    """Keep ``connections`` busy for ``seconds`` (after a one-second warm-up), or, with ``rate``,
-    offer ``rate`` requests per second spread evenly over them; throughput and latency, and the CPU
-    microseconds per request of each of ``pids`` (name → process id) over the measured part."""
+         pids: dict[str, int | None] | None = None, warmup: float = 1.0) -> Sample:
+    """Keep ``connections`` busy for ``seconds`` (after ``warmup`` seconds not counted), or, with
+    ``rate``, offer ``rate`` requests per second spread evenly over them; what was measured, with the
+    CPU time of each of ``pids`` (name → process id) over the counted part."""
     host, port = base.removeprefix("http://").split(":")
     interval = connections / rate if rate else None
 
@@ -233,17 +249,43 @@ def load(base: str, lines: list[bytes], connections: int, seconds: float, rate: 
                                for i in range(connections)))
         return latencies, errors
 
-    uvloop.run(run(1.0))
+    if warmup:
+        uvloop.run(run(warmup))
     pids = pids or {}
     cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     latencies, errors = uvloop.run(run(seconds))
     elapsed = time.perf_counter() - started
-    cpu = {f"{name}_cpu_us": 1e6 * (cpu_seconds(pid) - cpu[name]) / len(latencies) for name, pid in pids.items()}
-    latencies.sort()
-    return {"requests": len(latencies), "per_second": len(latencies) / elapsed, "errors": len(errors),
-            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
-            **cpu}
+    return Sample(latencies, errors, elapsed, {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()})
+
+
+def summary(samples: list[Sample]) -> dict[str, float]:
+    """Throughput, latency and CPU microseconds per request (per watched process) of ``samples`` taken
+    together."""
+    latencies = sorted(x for sample in samples for x in sample.latencies)
+    count = len(latencies)
+    cpu = {name: sum(sample.cpu[name] for sample in samples) for name in samples[0].cpu}
+    return {"requests": count, "per_second": count / sum(sample.elapsed for sample in samples),
+            "errors": sum(len(sample.errors) for sample in samples),
+            "p50_ms": 1000 * latencies[count // 2], "p99_ms": 1000 * latencies[int(count * 0.99)],
+            **{f"{name}_cpu_us": 1e6 * seconds / count for name, seconds in cpu.items()}}
+
+
+def shares(passes: list[dict[str, Sample]], kind: str) -> dict[str, float]:
+    """``kind``'s share of the constant, pass by pass (each pass measures the three targets within a
+    few seconds): the median, lowest and highest share of throughput, and the median share of the
+    server's CPU per request (the constant's over ``kind``'s)."""
+    def rate(sample: Sample) -> float:
+        return len(sample.latencies) / sample.elapsed
+
+    def cpu_per_request(sample: Sample) -> float:
+        return sample.cpu["server"] / max(1, len(sample.latencies))
+
+    throughput = [rate(p[kind]) / rate(p["constant"]) for p in passes]
+    cpu = [cpu_per_request(p["constant"]) / cpu_per_request(p[kind]) for p in passes
+           if cpu_per_request(p[kind]) > 0]
+    return {"share_of_constant": statistics.median(throughput), "share_min": min(throughput),
+            "share_max": max(throughput), "cpu_share_of_constant": statistics.median(cpu) if cpu else float("nan")}
 
 
 # --- in-process figures -----------------------------------------------------------------------------
@@ -280,11 +322,12 @@ def in_process(path: Path, citizens: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="citizens = 10^6 x scale")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="one-second slices of each target per round at the maximum load, and the seconds "
+                             "of each run at half load")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=1,
-                        help="measure the three targets this many times, interleaved, and keep each one's best "
-                             "(a shared machine: the others' load comes and goes)")
+                        help="rounds of slices at the maximum load (more: a steadier median on a shared machine)")
     args = parser.parse_args()
     citizens = max(1000, int(1_000_000 * args.scale))
 
@@ -300,40 +343,39 @@ def main() -> None:
         kinds = ("constant", "audit_off", "audit_on")
         servers = {}
         try:
-            for kind in kinds:  # all up at once, so that each round measures the three within seconds
+            for kind in kinds:  # all up at once, so that each pass measures the three within seconds
                 servers[kind] = _start(kind, home)
-            best: dict[str, dict[str, float]] = {}
-            for _ in range(args.rounds):
-                for kind in kinds:
-                    child, info = servers[kind]
-                    pids = {"server": child.pid, **({"writer": info["writer_pid"]} if info["writer_pid"] else {})}
-                    result = load(info["base"], lines, args.connections, args.seconds, pids=pids)
-                    if kind not in best or result["per_second"] > best[kind]["per_second"]:
-                        best[kind] = result
+            watched = {kind: {"server": child.pid, **({"writer": info["writer_pid"]} if info["writer_pid"] else {})}
+                       for kind, (child, info) in servers.items()}
+            for _, info in servers.values():  # warm-up, not counted
+                load(info["base"], lines, args.connections, 1.0, warmup=0)
+            passes: list[dict[str, Sample]] = []
+            for n in range(args.rounds * max(1, round(args.seconds))):
+                order = kinds[n % 3:] + kinds[:n % 3]  # each target first, second and last in turn
+                passes.append({kind: load(servers[kind][1]["base"], lines, args.connections, SLICE_SECONDS,
+                                          pids=watched[kind], warmup=SLICE_WARMUP) for kind in order})
             rows = []
             for kind in kinds:
                 child, info = servers[kind]
-                result = best[kind]
-                # the same server at half the throughput of its best round: the latency of a loaded but
-                # not saturated service (the requirement: p99 <= 10 ms there)
-                half = load(info["base"], lines, args.connections, args.seconds, rate=result["per_second"] / 2)
+                result = summary([p[kind] for p in passes])
+                # the same server at half its maximum throughput: the latency of a loaded but not
+                # saturated service (the requirement: p99 <= 10 ms there)
+                half = summary([load(info["base"], lines, args.connections, args.seconds,
+                                     rate=result["per_second"] / 2)])
                 rows.append((kind, result, half, info))
                 figures.update({f"{kind}_{k}": round(v, 3) for k, v in result.items()})
                 figures.update({f"{kind}_half_load_{k}": round(v, 3) for k, v in half.items()
                                 if k in ("per_second", "errors", "p50_ms", "p99_ms")})
                 figures[f"{kind}_server_rss_mb"] = info["rss_mb"]
+                if kind != "constant":
+                    figures.update({f"{kind}_{k}": round(v, 3) for k, v in shares(passes, kind).items()})
         finally:
             for child, _ in servers.values():
                 child.terminate()
             for child, _ in servers.values():
                 child.wait(timeout=60)
-        figures["rounds"] = args.rounds
-    figures["audit_off_share_of_constant"] = round(figures["audit_off_per_second"] / figures["constant_per_second"], 3)
-    figures["audit_on_share_of_constant"] = round(figures["audit_on_per_second"] / figures["constant_per_second"], 3)
-    figures["audit_cost"] = round(1 - figures["audit_on_per_second"] / figures["audit_off_per_second"], 3)
-    constant_cpu = figures["constant_server_cpu_us"]
-    figures["audit_off_cpu_share_of_constant"] = round(constant_cpu / figures["audit_off_server_cpu_us"], 3)
-    figures["audit_on_cpu_share_of_constant"] = round(constant_cpu / figures["audit_on_server_cpu_us"], 3)
+        figures["rounds"], figures["passes"] = args.rounds, len(passes)
+    figures["audit_cost"] = round(1 - figures["audit_on_share_of_constant"] / figures["audit_off_share_of_constant"], 3)
     figures["audit_cpu_cost"] = round(1 - figures["audit_off_server_cpu_us"] / figures["audit_on_server_cpu_us"], 3)
     _print_table(rows, figures)
     print(json.dumps(figures))
@@ -351,8 +393,11 @@ def _print_table(rows: list[tuple[str, dict[str, float], dict[str, float], dict[
         print(f"{kind:<12} {r['requests']:>9,} {r['per_second']:>9,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['errors']:>6} {h['per_second']:>9,.0f} {h['p50_ms']:>8.2f} {h['p99_ms']:>8.2f} {h['errors']:>6} "
               f"{info['rss_mb']:>7.0f}")
-    print(f"lookup / constant: audit off {figures['audit_off_share_of_constant']:.2f}, audit on "
-          f"{figures['audit_on_share_of_constant']:.2f} (target >= 0.60); the audit log costs "
+    print(f"lookup / constant, median of {figures['passes']} passes (range): audit off "
+          f"{figures['audit_off_share_of_constant']:.2f} ({figures['audit_off_share_min']:.2f}-"
+          f"{figures['audit_off_share_max']:.2f}), audit on {figures['audit_on_share_of_constant']:.2f} "
+          f"({figures['audit_on_share_min']:.2f}-{figures['audit_on_share_max']:.2f}) (target >= 0.60); "
+          f"the audit log costs "
           f"{figures['audit_cost']:.0%} of the throughput (target <= 33%); p99 at half load with audit on "
           f"{figures['audit_on_half_load_p99_ms']:.2f} ms (target <= 10)")
     print(f"server CPU per request: constant {figures['constant_server_cpu_us']:.1f} µs, audit off "

@@ -10,7 +10,8 @@ go to a child process in one pipe write per ``flush_interval`` (outside a loop, 
 append, at once). The child (``python -m hub.audit_writer``) runs an ordinary
 :class:`hub.audit_log.AuditLog` on the directory (the same lines, hashes, checkpoints, crash
 recovery and writer lock) in an interpreter of its own, commits in groups from its one thread (no
-flusher thread to compete with), and reports each commit back.
+flusher thread to compete with), and reports what is on disk: at once to a caller that waits, else
+at most every :data:`REPORT_INTERVAL`.
 
 What a caller is promised is what :class:`AuditLog` promises:
 
@@ -69,6 +70,11 @@ log = logging.getLogger(__name__)
 #: writer 13-25 µs per write on the development machine (1 µs when it is awake), and the child's own
 #: wake-ups cost more: one write per interval rather than per pass of the loop.
 MAX_SEND_DELAY = 0.005
+#: How often, at most, the child reports what is on disk when no caller waits for it (a durable
+#: append, ``flush``, ``checkpoint``: those are answered at once). Each report wakes the serving
+#: process's reporting thread, which then takes the interpreter lock from the event loop; once per
+#: commit (200 times a second under load) that hand-over cost the loop more than the entries' sending.
+REPORT_INTERVAL = 0.1
 _UTC_Z = orjson.OPT_UTC_Z
 _PIPE_BYTES = 1 << 20  # asked of the kernel for the entries pipe: room for a burst without blocking the loop
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -85,7 +91,8 @@ class AuditLogProcess:
     def __init__(self, directory: Path, signing_key: Ed25519PrivateKey | None = None,
                  checkpoint_every: int = 1000, *, flush_interval: float = DEFAULT_FLUSH_INTERVAL,
                  checkpoint_seconds: float = 60.0, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 lock_timeout: float = 10.0, start_timeout: float = 60.0, send_delay: float | None = None) -> None:
+                 lock_timeout: float = 10.0, start_timeout: float = 60.0, send_delay: float | None = None,
+                 report_interval: float = REPORT_INTERVAL) -> None:
         if checkpoint_every < 1 or flush_interval < 0 or segment_bytes < 1:
             raise ValueError("checkpoint_every and segment_bytes must be positive, flush_interval not negative")
         self.directory = Path(directory)
@@ -109,7 +116,7 @@ class AuditLogProcess:
             key = base64.b64encode(raw).decode("ascii")
         config = {"directory": str(self.directory), "key": key, "checkpoint_every": checkpoint_every,
                   "flush_interval": flush_interval, "checkpoint_seconds": checkpoint_seconds,
-                  "segment_bytes": segment_bytes, "lock_timeout": lock_timeout}
+                  "segment_bytes": segment_bytes, "lock_timeout": lock_timeout, "report_interval": report_interval}
         self._child = subprocess.Popen([sys.executable, "-m", "hub.audit_writer"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, bufsize=0, close_fds=True)
         self._in, self._out = self._child.stdin.fileno(), self._child.stdout.fileno()
@@ -157,7 +164,8 @@ class AuditLogProcess:
 
     @property
     def durable_seq(self) -> int:
-        """The last sequence number the child reported on disk."""
+        """The last sequence number the child reported on disk (up to ``report_interval`` behind it,
+        and exact once a durable append, :meth:`flush` or :meth:`checkpoint` returns)."""
         return self._durable
 
     # appending --------------------------------------------------------------------------------------
@@ -292,7 +300,7 @@ class AuditLogProcess:
     # the child's reports ----------------------------------------------------------------------------
 
     def _read_reports(self) -> None:
-        """The reporting thread: it wakes once per commit of the child, not per entry."""
+        """The reporting thread: it wakes once per report of the child, not per entry or commit."""
         try:
             while (report := self._lines.next()) is not None:
                 if "durable" in report:
@@ -402,6 +410,28 @@ def _report(message: dict[str, object]) -> None:
     _write_all(1, orjson.dumps(message) + b"\n")
 
 
+class _DurableReports:
+    """The child's reports of the last entry on disk: noted after each commit, sent at most once per
+    ``interval`` (:data:`REPORT_INTERVAL`) unless :meth:`send` is called for a caller that waits."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval, self.sent_at, self.seq, self.pending = interval, float("-inf"), 0, False
+
+    def note(self, seq: int) -> None:
+        self.seq, self.pending = seq, True
+        if time.monotonic() >= self.sent_at + self.interval:
+            self.send()
+
+    def due(self) -> float | None:
+        """When the pending report is to go (None: none is pending)."""
+        return self.sent_at + self.interval if self.pending else None
+
+    def send(self) -> None:
+        if self.pending:
+            _report({"durable": self.seq})
+            self.sent_at, self.pending = time.monotonic(), False
+
+
 def _child_main() -> int:
     """``python -m hub.audit_writer``: one log, fed on stdin (a config line, then entry records and
     commands), reporting on stdout (ready, durable seqs, done, failed)."""
@@ -418,12 +448,13 @@ def _child_main() -> int:
         sys.stderr.write("hub.audit_writer: the first line of input must be the configuration that "
                          "hub.audit_writer.AuditLogProcess sends; this process is started by it, not by hand\n")
         return 2
+    reports = _DurableReports(config.get("report_interval", REPORT_INTERVAL))
     try:
         key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(config["key"])) if config["key"] else None
         audit = AuditLog(Path(config["directory"]), key, config["checkpoint_every"],
                          flush_interval=config["flush_interval"], checkpoint_seconds=config["checkpoint_seconds"],
                          segment_bytes=config["segment_bytes"], lock_timeout=config["lock_timeout"],
-                         on_durable=lambda seq: _report({"durable": seq}),
+                         on_durable=reports.note,
                          on_failure=lambda exc: _report({"failed": str(exc)}), background=False)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         kind = ("busy" if isinstance(exc, AuditLogBusy) else "corrupt" if isinstance(exc, AuditLogCorrupt)
@@ -433,7 +464,7 @@ def _child_main() -> int:
     public = audit.public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     _report({"ready": audit.last_seq, "public_key": public.decode("ascii")})
     try:
-        _serve_log(audit, lines, config["flush_interval"])
+        _serve_log(audit, lines, config["flush_interval"], reports)
     except AuditLogError as exc:
         _report({"failed": str(exc)})
         audit.close()
@@ -442,16 +473,17 @@ def _child_main() -> int:
     return 0
 
 
-def _serve_log(audit: AuditLog, lines: _Lines, flush_interval: float) -> None:
+def _serve_log(audit: AuditLog, lines: _Lines, flush_interval: float, reports: _DurableReports) -> None:
     """The child's one thread: take what arrives and commit it in groups, at most one commit per
     ``flush_interval`` (an entry that arrives after a quiet spell is committed at once, one that
     arrives sooner waits for the rest of the interval), along with the checkpoints that fall due,
-    until ``close`` or the end of its input."""
+    and report what is on disk, until ``close`` or the end of its input."""
     last_commit = float("-inf")
     waiting = False  # entries appended and not committed yet
     checkpoint_at: float | None = None  # when a time-based checkpoint falls due
     while True:
-        due = [t for t in (last_commit + flush_interval if waiting else None, checkpoint_at) if t is not None]
+        due = [t for t in (last_commit + flush_interval if waiting else None, checkpoint_at, reports.due())
+               if t is not None]
         items = lines.available(max(0.0, min(due) - time.monotonic()) if due else None)
         if items is None:
             return
@@ -473,8 +505,10 @@ def _serve_log(audit: AuditLog, lines: _Lines, flush_interval: float) -> None:
             commit = True
             if command == "sync":
                 audit.wait_durable(number)
+                reports.send()
             elif command in ("flush", "checkpoint"):
                 audit.flush() if command == "flush" else audit.checkpoint()
+                reports.send()
                 _report({"done": number})
         now = time.monotonic()
         if commit or (waiting and now >= last_commit + flush_interval) or (
@@ -482,6 +516,8 @@ def _serve_log(audit: AuditLog, lines: _Lines, flush_interval: float) -> None:
             wait = audit.commit_due()
             last_commit, waiting = time.monotonic(), False
             checkpoint_at = None if wait is None else last_commit + wait
+        if (report_at := reports.due()) is not None and time.monotonic() >= report_at:
+            reports.send()
 
 
 if __name__ == "__main__":
