@@ -1,8 +1,9 @@
 """Benchmark of the lookup service: citizen lookups per second and their latency, over real HTTP.
 
 A snapshot of 10⁶ × ``--scale`` citizens is published (DuckDB, canonical schema), and each target is
-served by one uvicorn worker in its own process while a load generator in this process keeps
-``--connections`` keep-alive connections busy for ``--seconds``:
+served by one uvicorn worker in its own process, configured as ``hub api serve`` configures it
+(:func:`hub.http_serving.server_for`), while a load generator in this process keeps
+``--connections`` keep-alive connections busy:
 - ``constant``: a bare Starlette endpoint returning a constant JSON body (the floor: uvicorn,
   Starlette and the load generator, nothing else);
 - ``lookup, audit off``: the lookup API (authentication, policy, the 037 rule, field minimisation)
