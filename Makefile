@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
+# The pinned dependencies, then the lookup service's hot modules compiled (hub/speedups.py; rebuilt
+# when their sources change, skipped when a fresh build is there).
 setup: $(STAMP)
+	@$(BIN)/python -P hub/speedups.py ensure
 
 # Install the project and its pinned dependencies into a local virtual environment.
 $(STAMP): pyproject.toml constraints.txt
@@ -26,4 +29,5 @@ bench: setup
 	$(BIN)/python bench/sandbox.py --scale 1
 
 clean:
-	rm -rf $(VENV) .hub .pytest_cache
+	-$(BIN)/python -P hub/speedups.py clean
+	rm -rf $(VENV) .hub .pytest_cache build

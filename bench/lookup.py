@@ -22,6 +22,9 @@ counted too (``/proc``; with audit on, the writer process's apart): when the loa
 than the server is the bottleneck, req/s shares mislead, and the CPU ratio ``constant / lookup`` is
 what the share would be with the server saturated.
 Also timed in-process: one lookup in the serving store, and one point query in DuckDB for contrast.
+The servers run the hot modules compiled when ``make setup`` built them (:mod:`hub.speedups`; the
+figure ``compiled_modules`` says how many): ``python -P hub/speedups.py clean`` before a run measures
+the pure-Python service, ``ensure`` builds them again.
 Prints a table and ends with one JSON line of the figures.
 """
 
@@ -333,13 +336,15 @@ def main() -> None:
     citizens = max(1000, int(1_000_000 * args.scale))
 
     from hub.access_policy import register_client
+    from hub.speedups import MODULES, built
 
     with tempfile.TemporaryDirectory(prefix="bench-lookup-") as tmp:
         home = Path(tmp)
         publish_s = publish(home / "current.duckdb", citizens)
         key = register_client(home / "clients.json", "bench", "H31.22", {"citizens": ["*"]}, [PURPOSE], rate=0)
         lines = request_lines(key, citizens)
-        figures: dict[str, Any] = {"citizens": citizens, "publish_s": round(publish_s, 2),
+        figures: dict[str, Any] = {"citizens": citizens, "compiled_modules": len(built()), "hot_modules": len(MODULES),
+                                   "publish_s": round(publish_s, 2),
                                    **{k: round(v, 2) for k, v in in_process(home / "current.duckdb", citizens).items()}}
         kinds = ("constant", "audit_off", "audit_on")
         servers = {}
@@ -386,7 +391,8 @@ def _print_table(rows: list[tuple[str, dict[str, float], dict[str, float], dict[
                  figures: dict[str, Any]) -> None:
     print(f"citizens {figures['citizens']:,}; snapshot published in {figures['publish_s']} s, loaded into the store "
           f"in {figures['store_load_s']} s; one lookup in the store {figures['store_lookup_us']} µs, one DuckDB "
-          f"point query {figures['duckdb_point_query_us']} µs")
+          f"point query {figures['duckdb_point_query_us']} µs; hot modules compiled: {figures['compiled_modules']} of "
+          f"{figures['hot_modules']} (hub/speedups.py)")
     print(f"{'':<12} {'at the maximum load':^44} {'at half of it':^28}")
     print(f"{'target':<12} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
           f"{'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'RSS MB':>7}")

@@ -7,7 +7,8 @@ lock, cost about 12 µs per lookup, a third of the direct path's ``GET /v1/citiz
 it numbers an entry and queues its values (a tuple); the entries queued on an event loop are
 rendered as one JSON line (one orjson call for the batch, a fraction of rendering each entry) and
 go to a child process in one pipe write per ``flush_interval`` (outside a loop, and for a durable
-append, at once). The child (``python -m hub.audit_writer``) runs an ordinary
+append, at once). The child (:func:`_child_main`, in ``python -c``: the module may be compiled,
+and ``-m`` runs only a source module) runs an ordinary
 :class:`hub.audit_log.AuditLog` on the directory (the same lines, hashes, checkpoints, crash
 recovery and writer lock) in an interpreter of its own, commits in groups from its one thread (no
 flusher thread to compete with), and reports what is on disk: at once to a caller that waits, else
@@ -78,6 +79,8 @@ REPORT_INTERVAL = 0.1
 _UTC_Z = orjson.OPT_UTC_Z
 _PIPE_BYTES = 1 << 20  # asked of the kernel for the entries pipe: room for a burst without blocking the loop
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: What the writer process runs.
+_CHILD = "import sys; from hub.audit_writer import _child_main; sys.exit(_child_main())"
 _ERRORS = {"busy": AuditLogBusy, "corrupt": AuditLogCorrupt, "config": ConfigError}
 
 
@@ -117,7 +120,7 @@ class AuditLogProcess:
         config = {"directory": str(self.directory), "key": key, "checkpoint_every": checkpoint_every,
                   "flush_interval": flush_interval, "checkpoint_seconds": checkpoint_seconds,
                   "segment_bytes": segment_bytes, "lock_timeout": lock_timeout, "report_interval": report_interval}
-        self._child = subprocess.Popen([sys.executable, "-m", "hub.audit_writer"], stdin=subprocess.PIPE,
+        self._child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, bufsize=0, close_fds=True)
         self._in, self._out = self._child.stdin.fileno(), self._child.stdout.fileno()
         try:
@@ -433,7 +436,7 @@ class _DurableReports:
 
 
 def _child_main() -> int:
-    """``python -m hub.audit_writer``: one log, fed on stdin (a config line, then entry records and
+    """The writer process (:data:`_CHILD`): one log, fed on stdin (a config line, then entry records and
     commands), reporting on stdout (ready, durable seqs, done, failed)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the serving process decides when the log closes
     logging.basicConfig(level=logging.WARNING, format="audit writer: %(levelname)s %(message)s")

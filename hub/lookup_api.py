@@ -949,17 +949,27 @@ def _body_fields(body: Mapping[str, Any]) -> list[str] | None:
     return list(body["fields"]) if "fields" in body else None
 
 
-def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Turn a refusal into its JSON answer and note it for the audit entry."""
+class _Guarded:
+    """A handler whose refusal becomes its JSON answer, noted for the audit entry."""
 
-    async def endpoint(request: Request) -> Response:
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
+
+    async def endpoint(self, request: Request) -> Response:
         try:
-            return await handler(request)
+            return await self.handler(request)
         except RequestRefused as refusal:
             _note_refusal(_context(request), refusal)
             return _refusal_response(refusal)
 
-    return endpoint
+
+def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` with its refusals answered (:class:`_Guarded`), as a bound method: Starlette takes a
+    plain or bound function for a request handler, anything else for an ASGI app, and a function of a
+    compiled module (:mod:`hub.speedups`) is neither, while its bound method is one."""
+    return _Guarded(handler).endpoint
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
