@@ -44,7 +44,7 @@ def _digest(directory: Path, name: str) -> str:
 
 def built(directory: Path = HUB) -> list[Path]:
     """The compiled modules present in ``directory`` (the package)."""
-    return [directory / f"{name}{_SUFFIX}" for name in MODULES if (directory / f"{name}{_SUFFIX}").exists()]
+    return [path for name in MODULES if (path := directory / f"{name}{_SUFFIX}").exists()]
 
 
 def check_fresh(directory: Path = HUB) -> None:
@@ -57,8 +57,7 @@ def check_fresh(directory: Path = HUB) -> None:
         recorded = json.loads((directory / MANIFEST.name).read_text())
     except (OSError, ValueError):
         recorded = {}
-    stale = [path.name for path in present
-             if recorded.get(_name(path)) != _digest(directory, _name(path))]
+    stale = [path.name for path in present if recorded.get(name := _name(path)) != _digest(directory, name)]
     if stale:
         raise StaleBuild(f"compiled module(s) {', '.join(stale)} in {directory} were built from another version "
                          "of their source; rebuild them (make setup, or python -P hub/speedups.py build) or remove "
@@ -94,17 +93,19 @@ def build() -> None:
     MANIFEST.write_text(json.dumps({name: _digest(HUB, name) for name in MODULES}, indent=1) + "\n")
 
 
+def _complete_and_fresh() -> bool:
+    """Every module of :data:`MODULES` compiled, from its present source."""
+    try:
+        check_fresh()
+    except StaleBuild:
+        return False
+    return len(built()) == len(MODULES)
+
+
 def main(argv: list[str]) -> int:
-    if argv == ["ensure"]:
-        try:
-            check_fresh()
-        except StaleBuild:
-            pass
-        else:
-            if len(built()) == len(MODULES):
-                return 0
-        argv = ["build"]
-    if argv == ["build"]:
+    if argv == ["ensure"] and _complete_and_fresh():
+        return 0
+    if argv in (["ensure"], ["build"]):
         build()
         print(f"compiled {len(built())} modules in {HUB}")
         return 0
